@@ -1,0 +1,57 @@
+"""``privinf demo``: a real model's MLP block under each card, compared with the exact block."""
+
+from __future__ import annotations
+
+import torch
+
+from privinf.approx.ops import CardOps
+from privinf.backends.base import get_backend
+from privinf.blocks import MLPBlock
+from privinf.cards import all_protocol_cards, protocol_card
+from privinf.report import table
+
+
+def block_input(model, tokenizer, prompt: str, layer: int, tokens: int) -> torch.Tensor:
+    """Real hidden states (T, C) entering decoder layer ``layer``'s MLP block, for ``prompt``.
+
+    The MLP block's input is the residual stream after the layer's attention: captured with a
+    forward pre-hook on the MLP-input norm, whose input is exactly that residual.
+    """
+    from privinf.blocks import arch_spec, decoder_layers
+
+    ids = tokenizer(prompt, return_tensors="pt").input_ids[:, :tokens]
+    norm = decoder_layers(model)[layer].get_submodule(arch_spec(model.config.model_type).norm)
+    seen = {}
+    handle = norm.register_forward_pre_hook(lambda mod, args: seen.setdefault("x", args[0].detach()))
+    try:
+        with torch.no_grad():
+            model(ids.to(model.device))
+    finally:
+        handle.remove()
+    return seen["x"][0].float().cpu()  # (T, C)
+
+
+def site_errors(ref, got) -> list[float]:
+    return [float((got.up - ref.up).abs().max()), float((got.down - ref.down).abs().max()),
+            float((got.out - ref.out).abs().max()), float((got.out - ref.out).abs().mean())]
+
+
+def run_plaintext_demo(model_name: str, layer: int, card_names: list[str], prompt: str, tokens: int) -> str:
+    from privinf.models import load_model
+
+    model, tok = load_model(model_name)
+    block = MLPBlock.from_model(model, layer)
+    x = block_input(model, tok, prompt, layer, tokens)
+    cards = [protocol_card(n) for n in card_names] if card_names else all_protocol_cards()
+    backend = get_backend("plaintext")
+    exact = block(x)
+    rows = []
+    for card in cards:
+        ops = CardOps(card, block.activation)
+        if ops.needs_calibration():  # TEAL: thresholds from this very input (demo only)
+            ops.calibrate({"up": block.norm(x), "down": exact.down})
+        res = backend.run(block, x, card, ops=ops)
+        rows.append([card.name, card.kind, *site_errors(exact, res.output), res.cost.wall_s * 1e3])
+    head = (f"model {model_name}, layer {layer} MLP block (hidden {block.hidden_size}, MLP {block.intermediate_size}, "
+            f"{block.activation}), {x.shape[0]} tokens; plaintext emulation vs exact block\n")
+    return head + table(["card", "kind", "max err up", "max err down", "max err out", "mean err out", "ms"], rows)
