@@ -64,5 +64,11 @@ def demo(model_name, layer, card_names, prompt, tokens, threads):
     click.echo(run_plaintext_demo(model_name, layer, list(card_names), prompt, tokens))
 
 
+# Feature commands live in privinf/commands/<feature>.py (light imports at module level).
+# Each helper adds exactly one line here for its command:
+# --- commands ---
+# --- end commands ---
+
+
 if __name__ == "__main__":
     main()
