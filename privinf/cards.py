@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from privinf.errors import PrivinfError
 
 # --------------------------------------------------------------------------------------------
 # where cards live
@@ -34,7 +36,7 @@ def data_dir(kind: str) -> Path:
     raise FileNotFoundError(f"privinf data folder {kind!r} not found (broken install?)")
 
 
-class CardError(ValueError):
+class CardError(PrivinfError, ValueError):
     """A card file is missing, malformed or names something privinf does not support."""
 
     def __init__(self, path: Path | str, field_name: str, message: str):

@@ -6,8 +6,20 @@ from __future__ import annotations
 
 import click
 
+from privinf.errors import PrivinfError
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Group(click.Group):
+    """Prints a PrivinfError as one line ("Error: <what to fix>") and exits 1, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PrivinfError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="privinf")
 def main():
     """privinf: do the activation approximations of private inference break LLM safety?
@@ -67,6 +79,9 @@ def demo(model_name, layer, card_names, prompt, tokens, threads):
 # Feature commands live in privinf/commands/<feature>.py (light imports at module level).
 # Each helper adds exactly one line here for its command:
 # --- commands ---
+from privinf.commands.bench import bench  # noqa: E402
+
+main.add_command(bench)
 # --- end commands ---
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from privinf.cards import ModelCard, model_card
+from privinf.errors import PrivinfError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-class ModelNotAvailable(FileNotFoundError):
+class ModelNotAvailable(PrivinfError, FileNotFoundError):
     """The weights a model card names are not on this machine."""
 
 
@@ -31,6 +32,8 @@ def cache_dir() -> Path:
 def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown our own output
 
 
 def package_file(package: str, path: str) -> Path:

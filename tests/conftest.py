@@ -24,3 +24,20 @@ def tiny_llama():
 def tiny_block(tiny_llama):
     from privinf.blocks import MLPBlock
     return MLPBlock.from_model(tiny_llama, 1)
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    """A tiny random llama saved as a local Hugging Face folder with a word-level tokenizer (w0..w97)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from privinf.models import tiny_model
+
+    folder = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(folder)
+    vocab = {f"w{i}": i for i in range(98)} | {"[UNK]": 98}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]").save_pretrained(folder)
+    return folder

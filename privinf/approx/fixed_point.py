@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from privinf.errors import PrivinfError
 
-class FixedPointWrapError(OverflowError):
+
+class FixedPointWrapError(PrivinfError, OverflowError):
     """A value left the representable range of the ring and would wrap around."""
 
 

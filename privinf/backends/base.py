@@ -15,9 +15,10 @@ import torch
 
 from privinf.blocks import BlockOutput, MLPBlock
 from privinf.cards import ProtocolCard
+from privinf.errors import PrivinfError
 
 
-class UnsupportedCard(ValueError):
+class UnsupportedCard(PrivinfError, ValueError):
     """This backend cannot run this card (e.g. an FHE-only polynomial on MPC)."""
 
 

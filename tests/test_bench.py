@@ -1,0 +1,59 @@
+import json
+
+from click.testing import CliRunner
+
+from privinf.cli import main
+
+
+def _scenario(tmp_path, model_dir, extra=""):
+    path = tmp_path / "tiny.toml"
+    path.write_text(f'''name = "tiny"
+model = "{model_dir}"
+layer = 1
+tokens = [2, 4]
+repeats = 2
+baselines = {{ plaintext = "exact" }}
+[[grid]]
+backend = "plaintext"
+cards = ["exact", "bolt", "teal-50"]
+[[scaling]]
+backend = "plaintext"
+cards = ["exact", "puma"]
+hidden_size = 48
+intermediate_size = 61
+tokens = [1]
+repeats = 1
+{extra}''')
+    return path
+
+
+def test_bench_runs_a_tiny_grid_and_every_number_is_measured(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setattr("privinf.bench._WIKI_SAMPLE", " ".join(f"w{i}" for i in range(40)) + " ")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["bench", "--scenario", str(_scenario(tmp_path, tiny_model_dir)), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.md").read_text().startswith("# privinf bench: tiny")
+    assert (out / "bench.png").stat().st_size > 1000
+    cells = data["cells"]
+    assert len(cells) == 3 * 2 + 2
+    for c in cells:
+        assert "skipped" not in c, c
+        w = c["wall_s"]
+        assert w["n"] == (2 if c["kind"] == "grid" else 1)
+        assert 0 < w["min"] <= w["median"] <= w["max"]
+        assert c["speedup"] is not None and c["speedup"] > 0
+    exact = [c for c in cells if c["card"] == "exact"]
+    assert all(c["max_abs_error"] == 0 and abs(c["speedup"] - 1) < 1e-12 for c in exact)
+    bolt = next(c for c in cells if c["card"] == "bolt")
+    assert bolt["paper_speedup"] == 24.6 and bolt["max_abs_error"] > 0
+    scaling = [c for c in cells if c["kind"] == "scaling"]
+    assert {c["hidden_size"] for c in scaling} == {48}
+    assert "24.6x vs SIRNN" in res.output
+
+
+def test_bench_rejects_bad_scenario(tmp_path, tiny_model_dir):
+    bad = _scenario(tmp_path, tiny_model_dir, '[[grid]]\nbackend = "sgx"\ncards = ["exact"]\n')
+    res = CliRunner().invoke(main, ["bench", "--scenario", str(bad)])
+    assert res.exit_code != 0
+    assert "grid[1].backend" in res.output and "allowed: plaintext, crypten, tenseal" in res.output, res.output
