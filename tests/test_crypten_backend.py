@@ -1,0 +1,192 @@
+"""The CrypTen two-party backend: every MPC card against its plaintext emulation, and the faults.
+
+Each run starts the parties as separate OS processes talking over TCP on loopback; one session
+runs all cards so the process start-up (~5 s) is paid once. Every timeout here is short.
+"""
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import assert_close
+from privinf.backends.base import UnsupportedCard, get_backend
+from privinf.backends.crypten_mpc import FRACTION_BITS, CrypTenBackend, MPCRunError
+from privinf.cards import protocol_card
+
+MPC_CARDS = ["crypten", "iron", "bolt", "bumblebee", "puma", "exact"]
+
+
+def tolerance(card) -> float:
+    """Fixed-point precision of the emulation (the card's bits) plus CrypTen's (16 bits).
+
+    The MPC side rounds every product to 2**-16 and its rsqrt Newton starts from an exp computed in
+    fixed point; the emulation rounds the block's tensors to the card's 2**-f. A few units of each.
+    """
+    f = min(card.fraction_bits or FRACTION_BITS, FRACTION_BITS)
+    return 8 * 2.0 ** -f + 64 * 2.0 ** -FRACTION_BITS
+
+
+@pytest.fixture(scope="module")
+def block_and_input():
+    from privinf.blocks import MLPBlock
+    from privinf.models import tiny_model
+
+    block = MLPBlock.from_model(tiny_model("llama", seed=0), 1)
+    x = torch.randn(6, block.hidden_size, generator=torch.Generator().manual_seed(0))  # (T, C)
+    return block, x
+
+
+@pytest.fixture(scope="module")
+def session(block_and_input):
+    block, x = block_and_input
+    cards = [protocol_card(n) for n in MPC_CARDS]
+    results = CrypTenBackend(timeout_s=30, protocol_timeout_s=120).run_cards(block, x, cards)
+    return dict(zip(MPC_CARDS, results))
+
+
+@pytest.mark.parametrize("name", MPC_CARDS)
+def test_two_party_block_matches_plaintext_emulation(name, session, block_and_input):
+    block, x = block_and_input
+    card = protocol_card(name)
+    ref = get_backend("plaintext").run(block, x, card).output
+    got = session[name].output
+    tol = tolerance(card)
+    assert_close(got.up, ref.up, tol, f"{name} site before W_up")
+    assert_close(got.down, ref.down, tol, f"{name} site before W_down")
+    assert_close(got.out, ref.out, tol, f"{name} block output")
+
+
+def test_cost_report_counts_both_parties(session):
+    cost = session["bolt"].cost
+    assert cost.backend == "crypten" and cost.parties == 2 and len(cost.per_party) == 2
+    assert cost.bytes_sent > 0 and cost.rounds > 0 and cost.wall_s > 0
+    assert cost.bytes_sent == sum(p["bytes"] for p in cost.per_party) // 2
+    assert cost.extra["rsqrt"]["rounds"] > 0 and cost.extra["activation"]["bytes_sent"] > 0
+    assert "trusted first party" in cost.extra["trust"]
+
+
+def test_polynomial_cards_send_less_than_native(session):
+    native = session["crypten"].cost.extra["activation"]["bytes_sent"]
+    for name in ("bolt", "bumblebee", "puma"):
+        assert session[name].cost.extra["activation"]["bytes_sent"] < native, name
+
+
+def test_exact_card_is_close_to_the_exact_block(session, block_and_input):
+    block, x = block_and_input
+    assert_close(session["exact"].output.out, block(x).out, 1e-3, "exact card under 2PC")
+
+
+def test_trusted_third_party_provider(block_and_input):
+    block, x = block_and_input
+    card = protocol_card("puma")
+    res = CrypTenBackend(provider="ttp", timeout_s=30, protocol_timeout_s=120).run(block, x, card)
+    assert res.cost.parties == 3 and "third party" in res.cost.extra["trust"]
+    ref = get_backend("plaintext").run(block, x, card).output
+    assert_close(res.output.out, ref.out, tolerance(card), "puma with TTP triples")
+
+
+@pytest.mark.parametrize("name, reason", [("nexus", "FHE"), ("teal-25", "sparsifies"),
+                                          ("smoothquant-a8", "fake-quantizes")])
+def test_cards_mpc_cannot_run_are_refused_with_a_reason(name, reason, block_and_input):
+    block, x = block_and_input
+    with pytest.raises(UnsupportedCard, match=reason):
+        CrypTenBackend().run(block, x, protocol_card(name))
+
+
+# ------------------------------------------------------------------------------------------
+# faults: clear errors, never a hang
+
+def _party(rank, peer, tmp_path, timeout=2.0, extra=()):
+    from privinf.blocks import MLPBlock
+    from privinf.models import tiny_model
+    from safetensors.torch import save_file
+
+    block = MLPBlock.from_model(tiny_model("llama", seed=0), 1)
+    block.save(tmp_path / "block.safetensors")
+    save_file({"x": torch.randn(3, block.hidden_size)}, str(tmp_path / "x.safetensors"))
+    data = ["--input", str(tmp_path / "x.safetensors")] if rank == 0 else ["--weights", str(tmp_path / "block.safetensors")]
+    cmd = [sys.executable, "-m", "privinf.cli", "party", "--rank", str(rank), "--peer", peer, "--card", "bolt",
+           "--out", str(tmp_path / "out"), "--timeout", str(timeout), *data, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_missing_peer_times_out_naming_the_address(rank, tmp_path):
+    from privinf.backends.crypten_mpc import free_port
+
+    peer = f"127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    res = _party(rank, peer, tmp_path, timeout=2.0)
+    assert res.returncode == 3, res.stderr
+    assert peer in res.stderr and "within 2 s" in res.stderr
+    assert time.monotonic() - start < 30
+
+
+def test_port_taken(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        peer = f"127.0.0.1:{s.getsockname()[1]}"
+        res = _party(0, peer, tmp_path, timeout=5.0)
+    assert res.returncode == 4, res.stderr
+    assert "already in use" in res.stderr and peer in res.stderr
+
+
+def test_peer_dying_mid_protocol_ends_the_other_party(block_and_input, monkeypatch):
+    block, x = block_and_input
+    monkeypatch.setenv("PRIVINF_FAULT_EXIT_RANK", "1")  # party 1 exits right after sharing the inputs
+    start = time.monotonic()
+    with pytest.raises(MPCRunError, match=r"rank 0 exit 5: .*went away mid-protocol"):
+        CrypTenBackend(timeout_s=30, protocol_timeout_s=60).run(block, x, protocol_card("bolt"))
+    assert time.monotonic() - start < 60
+
+
+def test_party_command_help_has_an_example():
+    from click.testing import CliRunner
+    from privinf.cli import main
+
+    res = CliRunner().invoke(main, ["party", "--help"])
+    assert res.exit_code == 0 and "--rank 1 --peer" in res.output
+
+
+@pytest.mark.slow
+def test_default_model_block_costs_against_the_native_baseline():
+    """Hidden 576, MLP 1536, 16 real tokens: every polynomial card sends less than x * sigmoid(x)."""
+    from privinf.blocks import MLPBlock
+    from privinf.demo import block_input
+    from privinf.models import load_model
+
+    model, tok = load_model()
+    block = MLPBlock.from_model(model, 0)
+    x = block_input(model, tok, "Explain how private inference keeps a user's prompt secret from the server "
+                    "that runs the language model, step by step.", 0, 16)
+    names = ["crypten", "bolt", "bumblebee", "puma", "iron"]
+    results = dict(zip(names, CrypTenBackend().run_cards(block, x, [protocol_card(n) for n in names])))
+    native = results["crypten"].cost
+    for name in names[1:]:
+        cost = results[name].cost
+        assert cost.bytes_sent < native.bytes_sent, name
+        assert cost.extra["activation"]["bytes_sent"] < 0.6 * native.extra["activation"]["bytes_sent"], name
+        ref = get_backend("plaintext").run(block, x, protocol_card(name)).output
+        assert_close(results[name].output.down, ref.down, 0.02, f"{name} site before W_down")
+
+
+def test_plain_gelu_block_with_layernorm_and_biases():
+    """GPT-2 style block (LayerNorm, biases, no gate, GELU) under the three GELU methods."""
+    from privinf.blocks import MLPBlock
+    from privinf.models import tiny_model
+
+    block = MLPBlock.from_model(tiny_model("gpt2", seed=0), 0)
+    assert not block.gated and block.activation == "gelu" and block.b_up is not None
+    x = torch.randn(4, block.hidden_size, generator=torch.Generator().manual_seed(2))
+    names = ["crypten", "iron", "bolt", "puma"]
+    results = CrypTenBackend(timeout_s=30, protocol_timeout_s=120).run_cards(block, x, [protocol_card(n) for n in names])
+    for name, res in zip(names, results):
+        card = protocol_card(name)
+        ref = get_backend("plaintext").run(block, x, card).output
+        assert_close(res.output.down, ref.down, tolerance(card), f"{name} gelu site before W_down")
+        assert_close(res.output.out, ref.out, tolerance(card), f"{name} gelu block output")
