@@ -117,15 +117,24 @@ def _run_cell(backend, block, x, card, repeats: int) -> dict:
         exact = block(x)
         ops.calibrate({"up": block.norm(x), "down": exact.down})
         kwargs["ops"] = ops
-    walls, last = [], None
+    walls, act_walls, last = [], [], None
     for _ in range(repeats):
         last = backend.run(block, x, card, **kwargs)
         walls.append(last.cost.wall_s)
+        act = (last.cost.extra or {}).get("activation")
+        if act:
+            act_walls.append(act["wall_s"])
     c = last.cost
     err = float((last.output.out - block(x).out).abs().max())
-    return {"wall_s": {"median": statistics.median(walls), "min": min(walls), "max": max(walls), "n": len(walls)},
-            "bytes_sent": c.bytes_sent, "rounds": c.rounds, "depth": c.depth, "ring_dim": c.ring_dim,
-            "max_abs_error": err}
+    cell = {"wall_s": _spread(walls), "bytes_sent": c.bytes_sent, "rounds": c.rounds, "depth": c.depth,
+            "ring_dim": c.ring_dim, "max_abs_error": err}
+    if act_walls:  # the non-linearity alone (MPC backends meter it as a phase)
+        cell["activation"] = {"wall_s": _spread(act_walls), "bytes_sent": act["bytes_sent"], "rounds": act["rounds"]}
+    return cell
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def run_bench(scenario: Scenario, progress: bool = True) -> dict:
@@ -167,10 +176,16 @@ def _speedups(cells: list[dict], baselines: dict[str, str]) -> None:
     key = lambda c: (c["kind"], c["backend"], c["tokens"], c["hidden_size"])  # noqa: E731
     base = {key(c): c["wall_s"]["median"] for c in cells
             if "wall_s" in c and c["card"] == baselines.get(c["backend"])}
+    act_base = {key(c): c["activation"] for c in cells
+                if "activation" in c and c["card"] == baselines.get(c["backend"])}
     for c in cells:
         b = base.get(key(c))
         c["baseline"] = baselines.get(c["backend"])
         c["speedup"] = b / c["wall_s"]["median"] if b is not None and "wall_s" in c else None
+        a, ab = c.get("activation"), act_base.get(key(c))
+        if a and ab:
+            a["speedup"] = ab["wall_s"]["median"] / a["wall_s"]["median"]
+            a["bytes_ratio"] = ab["bytes_sent"] / a["bytes_sent"] if a["bytes_sent"] else None
 
 
 def _machine() -> dict:
@@ -182,7 +197,7 @@ def _machine() -> dict:
 
 
 HEADERS = ["backend", "card", "tokens", "shape", "median s", "min s", "max s", "ms/token", "MB", "MB/token",
-           "rounds", "depth", "speedup", "paper speedup", "max err"]
+           "rounds", "depth", "speedup", "act s", "act MB", "act speedup (time, bytes)", "paper speedup", "max err"]
 
 
 def rows(result: dict) -> list[list]:
@@ -195,9 +210,13 @@ def rows(result: dict) -> list[list]:
             continue
         w, mb = c["wall_s"], None if c["bytes_sent"] is None else c["bytes_sent"] / 1e6
         paper = None if c["paper_speedup"] is None else f"{c['paper_speedup']:g}x vs {c['paper_baseline']}"
+        a = c.get("activation") or {}
+        act_sp = (f"{a['speedup']:.2f}x, {a['bytes_ratio']:.2f}x" if a.get("speedup") and a.get("bytes_ratio")
+                  else None)
         out.append([c["backend"], c["card"], c["tokens"], shape, w["median"], w["min"], w["max"],
                     1e3 * w["median"] / c["tokens"], mb, None if mb is None else mb / c["tokens"], c["rounds"],
                     c["depth"], None if c["speedup"] is None else f"{c['speedup']:.2f}x vs {c['baseline']}",
+                    a.get("wall_s", {}).get("median"), None if not a else a["bytes_sent"] / 1e6, act_sp,
                     paper, c["max_abs_error"]])
     return out
 

@@ -61,7 +61,7 @@ def cards(kind):
 @click.option("--tokens", default=16, show_default=True, help="number of prompt tokens fed to the block")
 @click.option("--backend", type=click.Choice(["crypten", "tenseal", "plaintext"]), default="crypten",
               show_default=True, help="crypten: real two-party computation (two processes on loopback); "
-              "tenseal: CKKS, client and server processes (default cards exact, nexus-core, nexus); "
+              "tenseal: CKKS, client and server processes (default cards exact, nexus-core; --card nexus runs the full circuit at N=32768, minutes and GBs); "
               "plaintext: emulation only")
 @click.option("--provider", type=click.Choice(["tfp", "ttp"]), default="tfp", show_default=True,
               help="Beaver triples from party 0 (tfp) or from a third process (ttp)")

@@ -12,10 +12,15 @@ model = "{model_dir}"
 layer = 1
 tokens = [2, 4]
 repeats = 2
-baselines = {{ plaintext = "exact" }}
+baselines = {{ plaintext = "exact", crypten = "crypten" }}
 [[grid]]
 backend = "plaintext"
 cards = ["exact", "bolt", "teal-50"]
+[[grid]]
+backend = "crypten"
+cards = ["crypten", "bolt"]
+tokens = [4]
+repeats = 1
 [[scaling]]
 backend = "plaintext"
 cards = ["exact", "puma"]
@@ -36,17 +41,23 @@ def test_bench_runs_a_tiny_grid_and_every_number_is_measured(tmp_path, tiny_mode
     assert (out / "bench.md").read_text().startswith("# privinf bench: tiny")
     assert (out / "bench.png").stat().st_size > 1000
     cells = data["cells"]
-    assert len(cells) == 3 * 2 + 2
+    assert len(cells) == 3 * 2 + 2 + 2
     for c in cells:
         assert "skipped" not in c, c
         w = c["wall_s"]
-        assert w["n"] == (2 if c["kind"] == "grid" else 1)
+        assert w["n"] == (1 if c["kind"] == "scaling" or c["backend"] == "crypten" else 2)
         assert 0 < w["min"] <= w["median"] <= w["max"]
         assert c["speedup"] is not None and c["speedup"] > 0
     exact = [c for c in cells if c["card"] == "exact"]
     assert all(c["max_abs_error"] == 0 and abs(c["speedup"] - 1) < 1e-12 for c in exact)
     bolt = next(c for c in cells if c["card"] == "bolt")
     assert bolt["paper_speedup"] == 24.6 and bolt["max_abs_error"] > 0
+    mpc = {c["card"]: c for c in cells if c["backend"] == "crypten"}
+    for c in mpc.values():  # real two-party runs: bytes, rounds and the activation phase are metered
+        assert c["bytes_sent"] > 0 and c["rounds"] > 0
+        assert c["activation"]["bytes_sent"] > 0 and c["activation"]["wall_s"]["median"] > 0
+    assert mpc["bolt"]["activation"]["bytes_sent"] < mpc["crypten"]["activation"]["bytes_sent"]
+    assert mpc["bolt"]["activation"]["bytes_ratio"] > 1
     scaling = [c for c in cells if c["kind"] == "scaling"]
     assert {c["hidden_size"] for c in scaling} == {48}
     assert "24.6x vs SIRNN" in res.output
@@ -56,4 +67,4 @@ def test_bench_rejects_bad_scenario(tmp_path, tiny_model_dir):
     bad = _scenario(tmp_path, tiny_model_dir, '[[grid]]\nbackend = "sgx"\ncards = ["exact"]\n')
     res = CliRunner().invoke(main, ["bench", "--scenario", str(bad)])
     assert res.exit_code != 0
-    assert "grid[1].backend" in res.output and "allowed: plaintext, crypten, tenseal" in res.output, res.output
+    assert "grid[2].backend" in res.output and "allowed: plaintext, crypten, tenseal" in res.output, res.output
