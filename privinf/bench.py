@@ -39,6 +39,7 @@ class Scenario:
     layer: int
     baselines: dict[str, str]
     rows: tuple[GridSpec, ...]
+    extras: dict | None = None  # {"safety_throughput": {...}, "emulator_overhead": {...}}
     path: str = ""
 
 
@@ -46,7 +47,7 @@ def load_scenario(path: str | Path) -> Scenario:
     """Load and validate a bench scenario; errors name the file and the field."""
     path = Path(path)
     r = _Reader(path, _read_toml(path))
-    r.check_unknown({"name", "model", "layer", "tokens", "repeats", "baselines", "grid", "scaling"})
+    r.check_unknown({"name", "model", "layer", "tokens", "repeats", "baselines", "grid", "scaling", "extras"})
     tokens = tuple(int(t) for t in r.get("tokens", list, [16]))
     repeats = r.get("repeats", int, 3)
     rows = []
@@ -65,8 +66,10 @@ def load_scenario(path: str | Path) -> Scenario:
                                  g.get("repeats", int, repeats), hidden, inter, kind))
     if not rows:
         raise r.fail("grid", "must list at least one [[grid]] row")
+    extras = r.sub("extras", {})
+    extras.check_unknown(set(EXTRAS))
     return Scenario(r.get("name", str), r.get("model", str, "smollm2-135m-instruct"), r.get("layer", int, 1),
-                    dict(r.get("baselines", dict, {})), tuple(rows), str(path))
+                    dict(r.get("baselines", dict, {})), tuple(rows), dict(extras.table), str(path))
 
 
 def scenario_path(name_or_path: str) -> Path:
@@ -166,9 +169,23 @@ def run_bench(scenario: Scenario, progress: bool = True) -> dict:
             cell["skipped"] = str(exc)
         cells.append(cell)
     _speedups(cells, scenario.baselines)
-    return {"scenario": scenario.name, "scenario_file": scenario.path, "model": scenario.model,
+    extras = {name: EXTRAS[name](scenario.model, **opts) for name, opts in (scenario.extras or {}).items()}
+    return {"extras": extras, "scenario": scenario.name, "scenario_file": scenario.path, "model": scenario.model,
             "layer": scenario.layer, "block": {"hidden": block.hidden_size, "intermediate": block.intermediate_size},
             "machine": _machine(), "created": time.strftime("%Y-%m-%d %H:%M:%S"), "cells": cells}
+
+
+def _safety_throughput(model_name: str, prompts: int = 8, max_new_tokens: int = 32, batch_size: int = 8) -> dict:
+    """The safety harness's generation: batched vs one prompt at a time, same HarmBench prompts."""
+    from privinf.models import load_model
+    from privinf.safety import data
+    from privinf.safety.generate import throughput
+
+    model, tok = load_model(model_name)
+    return throughput(model, tok, list(data.harmbench().prompts[:prompts]), max_new_tokens, batch_size)
+
+
+EXTRAS = {"safety_throughput": _safety_throughput}
 
 
 def _speedups(cells: list[dict], baselines: dict[str, str]) -> None:
@@ -221,6 +238,23 @@ def rows(result: dict) -> list[list]:
     return out
 
 
+def extra_rows(result: dict) -> list[list]:
+    out = []
+    st = result.get("extras", {}).get("safety_throughput")
+    if st:
+        out.append(["safety harness generation", f"{st['prompts']} prompts x {st['max_new_tokens']} new tokens",
+                    f"{st['single_tok_s']:.1f} tok/s one at a time", f"{st['batched_tok_s']:.1f} tok/s batched "
+                    f"({st['batch_size']})", f"{st['speedup']:.2f}x"])
+    eo = result.get("extras", {}).get("emulator_overhead")
+    for row in (eo or {}).get("rows", []):
+        out.append([f"emulator: {row['mode']}", f"{eo['prompts']} prompts x {eo['tokens']} new tokens",
+                    f"{row['tokens_per_s']:.1f} tok/s", "vs plain generation", f"{row['ratio_best']:.3f}x"])
+    return out
+
+
+EXTRA_HEADERS = ["extra", "workload", "measured", "against", "ratio"]
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     head = (f"# privinf bench: {result['scenario']}\n\nModel {result['model']}, layer {result['layer']} MLP block "
@@ -228,7 +262,9 @@ def markdown(result: dict) -> str:
             f"{m['cpus']} CPUs, {m['processor']}, torch {m['torch']}; run {result['created']}.\n"
             "Speedup: the same backend's baseline card (median wall time) divided by this card's, same run. "
             "Paper speedup: arXiv 2502.00840 Table 1, against the baseline it names.\n\n")
-    return head + table(HEADERS, rows(result), markdown=True) + "\n"
+    extra = extra_rows(result)
+    tail = "\n\n" + table(EXTRA_HEADERS, extra, markdown=True) + "\n" if extra else "\n"
+    return head + table(HEADERS, rows(result), markdown=True) + tail
 
 
 def plot(result: dict, path: Path) -> None:

@@ -146,4 +146,7 @@ def tiny_model(arch: str = "llama", seed: int = 0):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(tiny_config(arch)).eval()
+    model = AutoModelForCausalLM.from_config(tiny_config(arch)).eval()
+    if arch == "mixtral":  # the grouped-mm experts kernel rejects the odd test width 37; eager is equivalent
+        model.set_experts_implementation("eager")
+    return model

@@ -28,6 +28,8 @@ hidden_size = 48
 intermediate_size = 61
 tokens = [1]
 repeats = 1
+[extras]
+safety_throughput = {{ prompts = 2, max_new_tokens = 4, batch_size = 2 }}
 {extra}''')
     return path
 
@@ -61,6 +63,9 @@ def test_bench_runs_a_tiny_grid_and_every_number_is_measured(tmp_path, tiny_mode
     scaling = [c for c in cells if c["kind"] == "scaling"]
     assert {c["hidden_size"] for c in scaling} == {48}
     assert "24.6x vs SIRNN" in res.output
+    st = data["extras"]["safety_throughput"]
+    assert st["prompts"] == 2 and st["single_tok_s"] > 0 and st["batched_tok_s"] > 0 and st["speedup"] > 0
+    assert "safety harness generation" in res.output
 
 
 def test_bench_rejects_bad_scenario(tmp_path, tiny_model_dir):

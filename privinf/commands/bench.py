@@ -31,7 +31,8 @@ def bench(quick, scenario, backends, out_dir, reference, threads):
 
     import torch
 
-    from privinf.bench import load_scenario, markdown, rows, run_bench, scenario_path, write_outputs, HEADERS
+    from privinf.bench import (EXTRA_HEADERS, HEADERS, extra_rows, load_scenario, markdown, rows, run_bench,
+                               scenario_path, write_outputs)
     from privinf.report import table
 
     torch.set_num_threads(threads)
@@ -48,4 +49,6 @@ def bench(quick, scenario, backends, out_dir, reference, threads):
         (ref / "reference.md").write_text(markdown(result))
         (ref / "reference.json").write_text(paths["json"].read_text())
     click.echo(table(HEADERS, rows(result)))
+    if extra_rows(result):
+        click.echo("\n" + table(EXTRA_HEADERS, extra_rows(result)))
     click.echo(f"\nwrote {paths['json']}, {paths['md']}, {paths['png']}")
