@@ -190,3 +190,29 @@ def test_plain_gelu_block_with_layernorm_and_biases():
         ref = get_backend("plaintext").run(block, x, card).output
         assert_close(res.output.down, ref.down, tolerance(card), f"{name} gelu site before W_down")
         assert_close(res.output.out, ref.out, tolerance(card), f"{name} gelu block output")
+
+
+def test_attention_sink_tokens_do_not_wrap_the_ring():
+    """Tokens of huge norm (the default model's layer-15/29 attention sinks: |x| up to 2.2e4, mean
+    square up to 8e5) once made the sum of squares wrap: CrypTen's 2PC truncation of h**2 goes wrong
+    with probability ~|h**2 2**2f| / 2**64, adding ~4e9 to the output (about 4 wraps expected here
+    at 16 bits, 60 at 18). The block must match its plaintext emulation on every token."""
+    from privinf.blocks import MLPBlock
+
+    C, I, g = 1024, 48, torch.Generator().manual_seed(3)
+    rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    block = MLPBlock(w_up=rand(I, C) / C ** 0.5, w_gate=rand(I, C) / C ** 0.5, w_down=rand(C, I) / I ** 0.5,
+                     norm_weight=1 + 0.1 * rand(C), activation="silu")
+    x = torch.randn(12, C, generator=g)
+    sink = torch.randperm(C, generator=g)[:256]
+    x[:8, sink] = 2830.0 * torch.sign(torch.randn(8, 256, generator=g))  # mean square 2e6 on 8 tokens
+    names = ["crypten", "puma", "bolt"]
+    cards = [protocol_card(n) for n in names]
+    results = CrypTenBackend(timeout_s=30, protocol_timeout_s=120).run_cards(block, x, cards)
+    for name, card, res in zip(names, cards, results):
+        ref = get_backend("plaintext").run(block, x, card).output
+        assert res.cost.extra["fraction_bits"] == card.fraction_bits
+        assert_close(res.output.up, ref.up, tolerance(card), f"{name} sink tokens, site before W_up")
+        # the activations' own MPC-vs-emulation gap (CrypTen's exp) is ~4e-3 here; a wrap is ~4e9
+        assert_close(res.output.down, ref.down, 0.02, f"{name} sink tokens, site before W_down")
+        assert_close(res.output.out, ref.out, 0.05, f"{name} sink tokens, block output")

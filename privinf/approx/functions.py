@@ -7,6 +7,8 @@
 - ``crypten_sigmoid``: CrypTen 0.4.1's ``sigmoid`` (method "reciprocal"): exp by (1 + x/2^9)^(2^9),
   then 3 Newton steps for 1/(1 + e^-|x|) from 0.75, then the sign flip. ``crypten_silu`` and
   ``crypten_gelu`` (tanh form, tanh(z) = 2 sigmoid(2z) - 1) compose it as the no-polynomial baseline.
+  Given ``fraction_bits`` (the crypten card's 16) each step is rounded to that grid, as CrypTen's
+  truncations do (round to nearest here; CrypTen's 2PC truncation rounds stochastically).
 - ``newton_rsqrt``: CrypTen's inverse square root: y0 = 2.2 exp(-(x/2 + 0.2)) + 0.2 - x/1024,
   then ``iterations`` Newton steps y <- y (3 - x y^2) / 2. Accurate on roughly [0.1, 200]; far
   outside it the initial guess is poor and 3 steps do not converge (the error is real MPC error).
@@ -51,29 +53,40 @@ def fixed_point_silu(x: torch.Tensor, fraction_bits: int) -> torch.Tensor:
     return fp(x * sig)
 
 
-def crypten_exp(x: torch.Tensor, iterations: int) -> torch.Tensor:
-    y = 1.0 + x / 2 ** iterations
+def _grid(fraction_bits: int | None):
+    """Rounding to the 2**-f grid, or the identity for ``None`` (float arithmetic)."""
+    if fraction_bits is None:
+        return lambda t: t
+    return lambda t: fixed_point(t, fraction_bits)
+
+
+def crypten_exp(x: torch.Tensor, iterations: int, fraction_bits: int | None = None) -> torch.Tensor:
+    """(1 + x / 2^n)^(2^n); with ``fraction_bits`` every step is rounded as in fixed point: the
+    base's rounding (2**-(f+1)) is amplified 2^n times, CrypTen's dominant sigmoid error."""
+    fp = _grid(fraction_bits)
+    y = 1.0 + fp(x / 2 ** iterations)
     for _ in range(iterations):
-        y = y * y
+        y = fp(y * y)
     return y
 
 
-def crypten_sigmoid(x: torch.Tensor) -> torch.Tensor:
+def crypten_sigmoid(x: torch.Tensor, fraction_bits: int | None = None) -> torch.Tensor:
+    fp = _grid(fraction_bits)
     neg = x < 0
-    denom = 1.0 + crypten_exp(-x.abs(), 9)
+    denom = 1.0 + crypten_exp(-x.abs(), 9, fraction_bits)
     y = torch.full_like(x, 0.75)
     for _ in range(3):
-        y = 2 * y - y * y * denom
+        y = fp(2 * y - fp(fp(y * y) * denom))
     return torch.where(neg, 1.0 - y, y)
 
 
-def crypten_silu(x: torch.Tensor) -> torch.Tensor:
-    return x * crypten_sigmoid(x)
+def crypten_silu(x: torch.Tensor, fraction_bits: int | None = None) -> torch.Tensor:
+    return _grid(fraction_bits)(x * crypten_sigmoid(x, fraction_bits))
 
 
-def crypten_gelu(x: torch.Tensor) -> torch.Tensor:
-    tanh = 2.0 * crypten_sigmoid(2.0 * _GELU_C * (x + 0.044715 * x * x * x)) - 1.0
-    return 0.5 * x * (1.0 + tanh)
+def crypten_gelu(x: torch.Tensor, fraction_bits: int | None = None) -> torch.Tensor:
+    tanh = 2.0 * crypten_sigmoid(2.0 * _GELU_C * (x + 0.044715 * x * x * x), fraction_bits) - 1.0
+    return _grid(fraction_bits)(0.5 * x * (1.0 + tanh))
 
 
 CRYPTEN_NATIVE = {"gelu": crypten_gelu, "silu": crypten_silu}

@@ -33,8 +33,9 @@ def activation_fn(card: ProtocolCard, name: str):
     if spec.method == "fixed-point-tanh":
         bits = spec.fraction_bits
         return lambda x: functions.FIXED_POINT[name](x, bits)
-    if spec.method == "crypten-native":
-        return functions.CRYPTEN_NATIVE[name]
+    if spec.method == "crypten-native":  # rounded at the card's precision (CrypTen's 16 bits)
+        bits = card.fraction_bits
+        return lambda x: functions.CRYPTEN_NATIVE[name](x, bits)
     raise ValueError(f"{card.path}: unknown activation method {spec.method!r}")
 
 

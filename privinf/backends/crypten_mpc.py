@@ -2,7 +2,11 @@
 
 Party 0 (client) holds the hidden states, party 1 (server) holds the weights; they talk over TCP
 (loopback here, any HOST:PORT with ``privinf party``). Arithmetic secret sharing on the int64 ring
-with 16 fraction bits (CrypTen's default); every card's activation runs in MPC primitives
+at the card's fraction bits (``[precision] fraction_bits``: 12 for BOLT/Iron, 18 for BumbleBee/PUMA;
+CrypTen's default 16 for cards that name none), set through CrypTen's encoder configuration. The
+ring is always CrypTen's int64: a card's smaller ring (BOLT/Iron's 37 bits) is not reproduced, so
+values that would wrap there do not wrap here. Weights keep at least 16 fraction bits (see
+:func:`privinf.mpc.block.share_weights`). Every card's activation runs in MPC primitives
 (:mod:`privinf.mpc.activations`), the RMSNorm inverse square root by power-of-4 range reduction
 plus CrypTen's Newton iteration. Costs come from CrypTen's own communicator counters.
 """
@@ -24,7 +28,7 @@ from privinf.backends.base import Backend, BlockResult, CostReport, UnsupportedC
 from privinf.blocks import BlockOutput, MLPBlock
 from privinf.cards import ProtocolCard
 
-FRACTION_BITS, RING_BITS = 16, 64
+FRACTION_BITS, RING_BITS = 16, 64  # CrypTen's defaults; a run uses the card's fraction bits
 MPC_METHODS = ("exact", "piecewise", "fixed-point-tanh", "crypten-native")
 
 TRUST = {
@@ -181,6 +185,7 @@ class CrypTenBackend(Backend):
             per_party=tuple({k: p[k] for k in ("rank", "wall_s", "wall_s_runs", "bytes", "rounds", "comm_s")}
                             for p in per_party),
             extra={"rsqrt": phases.get("rsqrt"), "activation": phases.get("activation"), "phases": phases,
-                   "provider": self.provider, "trust": self.trust, "fraction_bits": FRACTION_BITS,
+                   "provider": self.provider, "trust": self.trust,
+                   "fraction_bits": p0.get("fraction_bits", FRACTION_BITS),
                    "ring_bits": RING_BITS, "session_s": session_s},
         )

@@ -1,4 +1,8 @@
-"""Each card's non-linearities in CrypTen MPC primitives (arithmetic shares, 16 fraction bits).
+"""Each card's non-linearities in CrypTen MPC primitives (arithmetic shares at the card's precision).
+
+Every function works at the fraction bits of CrypTen's current encoder configuration
+(``crypten.cfg.encoder.precision_bits``, which the backend sets to the card's precision; 16 by
+default), read by :func:`fraction_bits`.
 
 - ``piecewise``: segments selected by secure comparisons. All breakpoints are compared in ONE
   batched comparison of the stacked tensor (x - t_1, ..., x - t_k); since the bits b_i = [x < t_i]
@@ -24,7 +28,12 @@ from privinf.mpc.compare import ltz
 from privinf.mpc.shim import import_crypten
 
 _GELU_C = math.sqrt(2.0 / math.pi)
-FRACTION_BITS = 16
+FRACTION_BITS = 16  # CrypTen's default; the backend overrides it per card
+
+
+def fraction_bits() -> int:
+    """The fraction bits new shared tensors get now (CrypTen's encoder configuration)."""
+    return int(import_crypten().cfg.encoder.precision_bits)
 
 
 def below(x, thresholds: list[float]) -> list:
@@ -70,23 +79,24 @@ def powers(x, needed: set[int]) -> dict:
 
 
 def reduced(x, shift: int):
-    """x / 2**shift with no rounding: the same shares read at 16 + shift fraction bits."""
+    """x / 2**shift with no rounding: the same shares read at f + shift fraction bits."""
     crypten = import_crypten()
     out = x.clone()
-    out.encoder = crypten.encoder.FixedPointEncoder(precision_bits=FRACTION_BITS + shift)
+    out.encoder = crypten.encoder.FixedPointEncoder(precision_bits=fraction_bits() + shift)
     return out
 
 
 def polynomial(p: dict, coeffs, shift: int = 0):
-    """sum_k coeffs[k] x**k from p[k] = (x / 2**shift)**k at 16 + shift bits; result at 16 bits.
+    """sum_k coeffs[k] x**k from p[k] = (x / 2**shift)**k at f + shift bits; result at f bits.
 
-    Every coefficient becomes the integer round(c_k 2**(k shift) 2**16), the terms add exactly at
-    scale 2**(32 + shift), and one truncation rescales: coefficients keep 16 significant bits however
+    Every coefficient becomes the integer round(c_k 2**(k shift) 2**f), the terms add exactly at
+    scale 2**(2 f + shift), and one truncation rescales: coefficients keep f significant bits however
     small they are (CrypTen's public multiply truncates each coefficient to 16 fraction bits, which
     is 6% off for PUMA's 2.7e-4 x^6 term).
     """
     crypten = import_crypten()
-    scale = 2 ** FRACTION_BITS
+    f = fraction_bits()
+    scale = 2 ** f
     acc = None
     for k, c in enumerate(coeffs):
         if k == 0 or c == 0.0:
@@ -96,15 +106,16 @@ def polynomial(p: dict, coeffs, shift: int = 0):
     if acc is None:
         acc = p[1] * 0
     if coeffs and coeffs[0]:
-        acc = acc + coeffs[0] * scale  # encoded at the accumulator's 16 + shift bits
-    out = acc.div(2 ** (FRACTION_BITS + shift))
-    out.encoder = crypten.encoder.FixedPointEncoder(precision_bits=FRACTION_BITS)
+        acc = acc + coeffs[0] * scale  # encoded at the accumulator's f + shift bits
+    out = acc.div(2 ** (f + shift))
+    out.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f)
     return out
 
 
 def times(x, c: float):
-    """x * c for a public float, with c rounded (not truncated) to 16 fraction bits."""
-    return (x * int(round(c * 2 ** FRACTION_BITS))).div(2 ** FRACTION_BITS)
+    """x * c for a public float, with c rounded (not truncated) to f fraction bits."""
+    f = fraction_bits()
+    return (x * int(round(c * 2 ** f))).div(2 ** f)
 
 
 def power_shift(segments) -> int:
@@ -221,12 +232,35 @@ def native(x, name: str):
     return x * 0.5 * (1 + inner.tanh())
 
 
+LOGISTIC_BITS = 16  # internal precision of the logistic form for cards below it (Iron: 12)
+
+
+def at_least(fn, x, bits: int):
+    """fn(x) computed at max(f, bits) fraction bits, returned at x's f bits (one final rounding).
+
+    Iron's tanh/sigmoid (SIRNN's math library) is accurate to its 2**-12 output grid; the logistic
+    form here squares exp 6 times, which at 12 bits would amplify the base's rounding 64-fold (~1.6%).
+    The input is re-read at more bits with no rounding, the result truncated back once.
+    """
+    crypten = import_crypten()
+    f = fraction_bits()
+    if f >= bits:
+        return fn(x)
+    hi = x * 2 ** (bits - f)  # public integer multiply: the raw value at ``bits`` fraction bits
+    hi.encoder = crypten.encoder.FixedPointEncoder(precision_bits=bits)
+    with crypten.cfg.temp_override({"encoder.precision_bits": bits}):
+        y = fn(hi)
+    out = y.div(2 ** (bits - f))  # stochastic rounding; the site's exact rounding comes after x up
+    out.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f)
+    return out
+
+
 def activation(x, spec: ActivationSpec, name: str):
     """Apply ``spec`` (a card's gelu/silu entry) to the shared tensor x."""
     if spec.method == "crypten-native":
         return native(x, name)
     if spec.method in ("fixed-point-tanh", "exact"):
-        return logistic(x, name)
+        return at_least(lambda t: logistic(t, name), x, LOGISTIC_BITS)
     if spec.method == "piecewise":
         return bolt(x, spec) if is_bolt_form(spec) else piecewise(x, spec.segments)
     raise ValueError(f"activation method {spec.method!r} has no MPC evaluation")

@@ -1,7 +1,22 @@
 """The MLP block as a two-party protocol: norm -> gate/up -> activation -> x up -> down -> residual.
 
 Party 0 supplies the hidden states x, party 1 the weights; both become arithmetic shares and
-every step below runs on shares. ``Meter`` records CrypTen's own counters (bytes, rounds) and the
+every step below runs on shares, at the card's fraction bits f (CrypTen's encoder precision; the
+ring stays int64).
+
+Arithmetic, kept equal to the card's plaintext emulation (``MLPBlock.forward`` with ``CardOps``):
+
+- x enters rounded to nearest at f bits (``encode``), as the emulation's ``fp(x)``; weights at
+  max(f, 16) bits (the emulation holds float weights).
+- RMSNorm: the sum of squares (``sum_of_squares``: no truncation of a large square, so
+  attention-sink tokens with |x| ~ 2e4 cannot wrap the ring), the power-of-4 range reduction of
+  ss / C = the emulation's mean square (same k, same mantissa m), CrypTen's Newton on m (at >= 16
+  bits), then h R w kept at f + 8 bits and rounded to nearest once (``round_nearest``) = fp(n).
+- The site before W_down, act(gate) * up, is also rounded to nearest once from f + 8 bits.
+  CrypTen's own truncation rounds stochastically (twice the variance of rounding to nearest); the
+  exact rounding costs one small comparison per element (about 3 MB and 14 rounds per block at
+  16 tokens, hidden 576, MLP 1536).
+ ``Meter`` records CrypTen's own counters (bytes, rounds) and the
 wall time of each phase, so the RMSNorm inverse square root and the activation are reported apart.
 """
 
@@ -15,10 +30,50 @@ import torch
 
 from privinf.cards import ProtocolCard, RsqrtSpec
 from privinf.mpc import activations
+from privinf.mpc.compare import ltz
 from privinf.mpc.shim import import_crypten
 
 RSQRT_EXPONENTS = (-8, 10)  # as privinf.approx.functions.normalized_rsqrt
 _R_SHIFT = 6  # R = 2**(SHIFT - k) / sqrt(m): 6 extra bits for 1/sqrt(x) at large x, products stay < 2**41
+MIN_RSQRT_BITS = 16  # the mantissa's inverse square root runs at >= 16 fraction bits (see scaled_rsqrt)
+DEFAULT_FRACTION_BITS = 16  # CrypTen's default, for cards that name no precision (exact)
+MIN_WEIGHT_BITS = 16  # weights keep at least this many fraction bits (see share_weights)
+
+
+def card_fraction_bits(card: ProtocolCard) -> int:
+    """The fraction bits the protocol runs at: the card's, or CrypTen's 16 when it names none."""
+    return int(card.fraction_bits or DEFAULT_FRACTION_BITS)
+
+
+def precision_bits(t) -> int:
+    """Fraction bits of a shared tensor's encoder."""
+    return int(t.encoder.scale).bit_length() - 1
+
+
+def sum_of_squares(h):
+    """(T, 1) sum over the last dimension of h**2, with no truncation of a large product.
+
+    CrypTen's 2PC truncation is local: each party divides its own share, which goes wrong (by
+    2**64 / 2**f in raw units, about 4e9 in value at 16 bits) with probability about
+    |raw| / 2**64. ``h.square()`` truncates h**2 2**(2f): for the default model's attention-sink
+    tokens (|h| up to 2.2e4 at layer 15) that is a 10% chance per element. Here the raw value
+    H = h 2**f is split locally into H = 2**s A + B (A = H >> s, |B| < 2**(s+1), s = ceil(f/2)),
+    and H**2 / 2**f = A**2 2**(2s-f) + A B 2**(s+1-f) + B**2 2**-f: A**2 is already at scale
+    2**f (no truncation), the other terms are small before their truncation. One batched Beaver
+    product (one round), same precision as ``square`` (a couple of raw units per token).
+    """
+    crypten = import_crypten()
+    MPCTensor = crypten.mpc.MPCTensor
+    f = precision_bits(h)
+    s = (f + 1) // 2
+    H = h._tensor.share
+    A = H.div(2 ** s, rounding_mode="trunc")  # local: H = 2**s A + B share by share
+    B = H - A * 2 ** s
+    left = MPCTensor.from_shares(torch.stack([A, A, B]), precision=0)
+    right = MPCTensor.from_shares(torch.stack([A, B, B]), precision=0)
+    p = (left * right).sum(-1, keepdim=True)  # scale 1: integers, exact in the ring
+    ss = p[0] * 2 ** (2 * s - f) + p[1].div(2 ** (f - s - 1)) + p[2].div(2 ** f)
+    return MPCTensor.from_shares(ss._tensor.share, precision=f)
 
 
 @dataclass
@@ -70,10 +125,15 @@ def scaled_rsqrt(ss, count: int, spec: RsqrtSpec):
     onehot = crypten.stack(onehot)  # (K, T, 1) over k = lo..hi
     scaled = crypten.stack([ss.div(4 ** k) if k > 0 else ss * int(4 ** -k) for k in js])  # ss 4^-k
     m = (onehot * scaled).sum(0).div(count)  # mantissa in [1, 4)
+    f = precision_bits(ss)
+    extra = max(0, MIN_RSQRT_BITS - f)
+    if extra:  # below 16 bits, Newton's truncations and R = 2**(6-k) y (k up to 10) lose too much:
+        m = m * 2 ** extra  # the same value at f + extra bits (m < 4: no wrap risk); R comes back
+        m.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f + extra)  # at f + extra bits
     with cfg.temp_override({"functions.sqrt_nr_iters": spec.iterations}):
         y = m.inv_sqrt()  # CrypTen's initial guess + Newton, accurate on [1, 4)
     ys = crypten.stack([y * int(2 ** (_R_SHIFT - k)) if k <= _R_SHIFT else y.div(2 ** (k - _R_SHIFT)) for k in js])
-    return (onehot * ys).sum(0), _R_SHIFT
+    return (onehot * ys).sum(0), _R_SHIFT  # at f + extra bits when extra > 0 (the caller rescales)
 
 
 @dataclass
@@ -88,41 +148,94 @@ class Weights:
     b_down: object | None
 
 
-def share_weights(block, meta: dict) -> Weights:
-    """Party 1 passes its MLPBlock; party 0 passes None and the public shapes in ``meta``."""
+def encode(x: torch.Tensor, fraction_bits: int) -> torch.Tensor:
+    """x rounded to nearest on the 2**-f grid, in float64 so CrypTen's encoder (which truncates
+    toward zero in float32) takes it exactly: the protocol's input rounding is the emulation's."""
+    scale = float(2 ** fraction_bits)
+    return torch.round(x.double() * scale) / scale
+
+
+def share_weights(block, meta: dict, fraction_bits: int = DEFAULT_FRACTION_BITS) -> Weights:
+    """Party 1 passes its MLPBlock; party 0 passes None and the public shapes in ``meta``.
+
+    Matrices and the norm weight are shared at max(f, 16) fraction bits (``MIN_WEIGHT_BITS``), the
+    biases at f: the products are truncated back to f bits, so activations carry the card's
+    precision while weight quantization (which the plaintext emulation, holding float weights, does
+    not model) stays below 2**-17. At 12 bits it would add ~1e-3 to every projection.
+    """
     crypten = import_crypten()
     C, I, gated = meta["C"], meta["I"], meta["gated"]
+    wbits = max(fraction_bits, MIN_WEIGHT_BITS)
 
-    def enc(name, shape, fn):
+    def enc(name, shape, fn, bits=wbits):
         if block is None:
-            return crypten.cryptensor(torch.zeros(shape), src=1)
-        return crypten.cryptensor(fn(block).float().contiguous(), src=1)
+            return crypten.cryptensor(torch.zeros(shape, dtype=torch.float64), src=1, precision=bits)
+        return crypten.cryptensor(encode(fn(block).float().contiguous(), bits), src=1, precision=bits)
 
     w_in = enc("w_in", (C, 2 * I if gated else I),
                lambda b: torch.cat([b.w_gate.T, b.w_up.T], dim=1) if gated else b.w_up.T)
-    opt = lambda n, shape: enc(n, shape, lambda b: getattr(b, n)) if n in meta["present"] else None  # noqa: E731
+    opt = lambda n, shape: (enc(n, shape, lambda b: getattr(b, n), fraction_bits)  # noqa: E731
+                            if n in meta["present"] else None)
     return Weights(w_in=w_in, w_down=enc("w_down", (I, C), lambda b: b.w_down.T),
                    norm_weight=enc("norm_weight", (C,), lambda b: b.norm_weight),
                    norm_bias=opt("norm_bias", (C,)), b_up=opt("b_up", (I,)), b_down=opt("b_down", (C,)))
 
 
+GUARD_BITS = 8  # bits below the f-bit grid kept until a site's final rounding
+
+
+def round_nearest(v, guard: int, fraction_bits: int):
+    """v's raw value (at fraction_bits + guard bits) rounded to nearest on the f-bit grid, exactly.
+
+    CrypTen's 2PC truncation rounds stochastically (floor or ceil of v / 2**g, error triangular on
+    +-1 unit, std 2**-f / sqrt(6)); the cards' plaintext arithmetic rounds to nearest (uniform on
+    +-1/2 unit, std 2**-f / sqrt(12)), and where rounding dominates the error (the site before
+    W_up) the two distributions differ visibly. The residual r = v - 2**g q of the local truncation
+    q is exact share by share and |r| < 2**g, so one batched comparison of r against +-2**(g-1)
+    (the bit-plane ``ltz``, cheap for small values) corrects q to round(v / 2**g).
+    """
+    crypten = import_crypten()
+    MPCTensor = crypten.mpc.MPCTensor
+    d = 2 ** guard
+    V = v._tensor.share
+    q = V.div(d, rounding_mode="trunc")  # local truncation: floor or ceil of v / d
+    r = MPCTensor.from_shares(V - q * d, precision=0)  # exact residual, |r| < d
+    bits = ltz(crypten.stack([r - d // 2, r + d // 2]))  # [r < d/2], [r < -d/2]
+    out = MPCTensor.from_shares(q, precision=0) + 1 - bits[0] - bits[1]
+    return MPCTensor.from_shares(out._tensor.share, precision=fraction_bits)
+
+
+def rescale(a, w, product):
+    """``product`` = a * w or a @ w, with w shared at more fraction bits than a, back at a's scale.
+
+    CrypTen truncates a private product by the left operand's scale only, leaving the raw result
+    at w's bits under a's encoder; one more local truncation brings it to a's precision.
+    """
+    extra = precision_bits(w) - precision_bits(a)
+    return product.div(2 ** extra) if extra > 0 else product
+
+
 def mlp_block(x, w: Weights, meta: dict, card: ProtocolCard, meter: Meter):
     """Shared x (T, C) -> shared (out, up site, down site) under ``card``."""
+    crypten = import_crypten()
     C, I, gated = meta["C"], meta["I"], meta["gated"]
     with meter.phase("norm"):
         h = x - x.mean(dim=-1, keepdim=True) if meta["norm_kind"] == "layer" else x
-        ss = h.square().sum(dim=-1, keepdim=True) + C * meta["norm_eps"]  # (T, 1) sum of squares
+        ss = sum_of_squares(h) + C * meta["norm_eps"]  # (T, 1) sum of squares
     with meter.phase("rsqrt"):
         r, shift = scaled_rsqrt(ss, C, mpc_rsqrt_spec(card))
     with meter.phase("norm"):
-        n = h * r
-        if shift:
-            n = n.div(2 ** shift)
-        n = n * w.norm_weight  # (T, C): site before W_up
+        f = precision_bits(h)
+        g = min(GUARD_BITS, f - 1)
+        n = rescale(h, r, h * r)  # 2**shift h / rms at f bits: the raw value of h / rms at f + shift bits
+        # label the left operand so CrypTen's truncation of the product by its scale leaves n w at
+        # f + g bits, then round to nearest on the f-bit grid once, as the emulation's fp(n)
+        n.encoder = crypten.encoder.FixedPointEncoder(precision_bits=shift + precision_bits(w.norm_weight) - g)
+        n = round_nearest(n * w.norm_weight, g, f)  # (T, C): site before W_up
         if w.norm_bias is not None:
             n = n + w.norm_bias
     with meter.phase("matmul"):
-        gu = n.matmul(w.w_in)  # (T, 2I) or (T, I)
+        gu = rescale(n, w.w_in, n.matmul(w.w_in))  # (T, 2I) or (T, I)
     spec = card.activation(meta["activation"])
     with meter.phase("activation"):
         if gated:
@@ -130,9 +243,13 @@ def mlp_block(x, w: Weights, meta: dict, card: ProtocolCard, meter: Meter):
         else:
             a = activations.activation(gu + w.b_up if w.b_up is not None else gu, spec, meta["activation"])
     with meter.phase("multiply"):
-        d = a * gu[:, I:] if gated else a  # (T, I): site before W_down
+        if gated:  # as at the norm: a * up kept at f + g bits, then one exact rounding to nearest
+            a.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f - g)
+            d = round_nearest(a * gu[:, I:], g, f)  # (T, I): site before W_down
+        else:
+            d = a
     with meter.phase("matmul"):
-        y = d.matmul(w.w_down)  # (T, C)
+        y = rescale(d, w.w_down, d.matmul(w.w_down))  # (T, C)
         if w.b_down is not None:
             y = y + w.b_down
         out = x + y

@@ -13,7 +13,8 @@ Brent-Kung tree over planes: every level ANDs the high planes of each pair with 
 halves the number of planes, so the AND traffic falls 0.97, 0.75, 0.38, 0.19, ... words per element.
 The AND with a broadcast operand opens it once, and the sign bits go back to arithmetic shares
 packed 64 to a word. Net: about 2.5 words per element and party instead of 27, same 6-7 rounds.
-Exact for |x| < 32768; beyond that the sign is garbage (``BOUND``).
+Exact for |x| < 2**(LANE - 1 - f) at f fraction bits (32768 at 16 bits, 8192 at 18, 2**19 at 12);
+beyond that the sign is garbage (:func:`bound`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from privinf.mpc.shim import import_crypten
 
 LANE = 32
 BOUND = 2.0 ** (LANE - 1 - 16)  # |value| must stay below this at 16 fraction bits
+
+
+def bound(fraction_bits: int) -> float:
+    """|value| must stay below this at ``fraction_bits`` for :func:`ltz` to be exact."""
+    return 2.0 ** (LANE - 1 - fraction_bits)
 
 
 def _and(x, y):
@@ -77,7 +83,7 @@ def _planes(values: torch.Tensor) -> torch.Tensor:
 
 
 def ltz(x):
-    """[x < 0] for an MPCTensor x with |x| < BOUND, as an MPCTensor of 0/1 at scale 1."""
+    """[x < 0] for an MPCTensor x with |x| < bound(f), as an MPCTensor of 0/1 at scale 1."""
     crypten = import_crypten()
     BST = crypten.mpc.primitives.BinarySharedTensor
     MPCTensor = crypten.mpc.MPCTensor

@@ -202,15 +202,24 @@ def _repeated(cfg, crypten, card, meta, x, block) -> dict:
 
 
 def _run_card(cfg, crypten, card, meta, x, block, save: bool = True) -> dict:
-    from privinf.mpc.block import Meter, mlp_block, share_weights
+    """One card at the card's own fraction bits (CrypTen's encoder precision; the ring stays int64)."""
+    from privinf.mpc.block import card_fraction_bits
+
+    bits = card_fraction_bits(card)
+    with crypten.cfg.temp_override({"encoder.precision_bits": bits}):
+        return _run_card_at(cfg, crypten, card, meta, x, block, bits, save)
+
+
+def _run_card_at(cfg, crypten, card, meta, x, block, bits: int, save: bool) -> dict:
+    from privinf.mpc.block import Meter, encode, mlp_block, share_weights
 
     comm = crypten.communicator.get()
     comm.reset_communication_stats()
     meter = Meter()
     start = time.perf_counter()
     with meter.phase("share"):
-        xs = crypten.cryptensor(x if x is not None else torch.zeros(meta["T"], meta["C"]), src=0)
-        w = share_weights(block, meta)
+        xs = crypten.cryptensor(encode(x, bits) if x is not None else torch.zeros(meta["T"], meta["C"]), src=0)
+        w = share_weights(block, meta, bits)
     if os.environ.get("PRIVINF_FAULT_EXIT_RANK") == str(cfg.rank):  # tests: die mid-protocol
         os._exit(9)
     out, up, down = mlp_block(xs, w, meta, card, meter)
@@ -218,7 +227,7 @@ def _run_card(cfg, crypten, card, meta, x, block, save: bool = True) -> dict:
     stats = comm.get_communication_stats()
     record = {"card": card.name, "rank": cfg.rank, "wall_s": wall, "bytes": int(stats["bytes"]),
               "rounds": int(stats["rounds"]), "comm_s": float(stats["time"]), "phases": meter.phases,
-              "T": meta["T"], "C": meta["C"], "I": meta["I"]}
+              "T": meta["T"], "C": meta["C"], "I": meta["I"], "fraction_bits": bits}
     # evaluation only: reveal output and both sites to party 0 (not part of the protocol's cost)
     revealed = {k: reveal(v) for k, v in (("out", out), ("up", up), ("down", down))}
     if cfg.rank == 0 and save:
