@@ -268,23 +268,36 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
+    """One row per backend: ms per token and MB per token for each card, one bar per token count."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cells = [c for c in result["cells"] if "wall_s" in c and c["kind"] == "grid"]
-    labels = [f"{c['backend']}:{c['card']}:{c['tokens']}" for c in cells]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(cells) + 4), 4.5))
-    axes[0].bar(labels, [1e3 * c["wall_s"]["median"] / c["tokens"] for c in cells])
-    axes[0].set_ylabel("ms per token (median)")
-    axes[0].set_yscale("log")
-    axes[1].bar(labels, [(c["bytes_sent"] or 0) / 1e6 / c["tokens"] for c in cells])
-    axes[1].set_ylabel("MB sent per token")
-    for ax in axes:
-        ax.tick_params(axis="x", rotation=75, labelsize=7)
-    fig.suptitle(f"privinf bench {result['scenario']}: MLP block of {result['model']}")
+    backends = list(dict.fromkeys(c["backend"] for c in cells))
+    fig, axes = plt.subplots(len(backends), 2, figsize=(13, 3.2 * len(backends)), squeeze=False)
+    for row, backend in zip(axes, backends):
+        mine = [c for c in cells if c["backend"] == backend]
+        cards = list(dict.fromkeys(c["card"] for c in mine))
+        tokens = sorted({c["tokens"] for c in mine})
+        width = 0.8 / len(tokens)
+        for k, t in enumerate(tokens):
+            by_card = {c["card"]: c for c in mine if c["tokens"] == t}
+            xs = [i + k * width for i, card in enumerate(cards) if card in by_card]
+            got = [by_card[card] for card in cards if card in by_card]
+            row[0].bar(xs, [1e3 * c["wall_s"]["median"] / t for c in got], width, label=f"{t} tokens")
+            row[1].bar(xs, [(c["bytes_sent"] or 0) / 1e6 / t for c in got], width, label=f"{t} tokens")
+        for ax, label in zip(row, ("ms per token (median)", "MB sent per token")):
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cards))], cards, rotation=30, ha="right", fontsize=8)
+            ax.set_ylabel(label)
+            ax.set_title(backend, fontsize=10)
+        if all(c["bytes_sent"] is None for c in mine):
+            row[1].text(0.5, 0.5, "no communication", ha="center", va="center", transform=row[1].transAxes)
+        row[0].set_yscale("log")
+        row[0].legend(fontsize=7)
+    fig.suptitle(f"privinf bench {result['scenario']}: MLP block of {result['model']}, layer {result['layer']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
