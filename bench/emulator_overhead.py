@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/emulator_overhead.py                 # default model, 1 thread
     .venv/bin/python bench/emulator_overhead.py --card puma --tokens 32 --repeats 3
+    .venv/bin/python bench/emulator_overhead.py --card bolt,iron,bumblebee,puma,crypten --repeats 5
 
 Every mode generates exactly ``--tokens`` new tokens (``min_new_tokens``) for the same prompts;
 modes are interleaved within each repeat so machine drift hits all of them alike. The figure is
@@ -32,7 +33,7 @@ PROMPTS = [
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--card", default="bolt", help="card for the exact-mode run")
+    ap.add_argument("--card", default="bolt", help="card(s) for the exact-mode runs, comma-separated")
     ap.add_argument("--profile", default=None, help="profile JSON for noise mode "
                     "[default: results/profiles/<card>-plaintext-<model>.json, else a synthetic one]")
     ap.add_argument("--tokens", type=int, default=32)
@@ -47,19 +48,20 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model)
-    path = Path(args.profile or f"results/profiles/{args.card}-plaintext-{args.model}.json")
+    cards = args.card.split(",")
+    path = Path(args.profile or f"results/profiles/{cards[0]}-plaintext-{args.model}.json")
     if path.exists():
         profile = Profile.load(path)
     else:  # the noise mode's cost does not depend on the fitted scales
         import numpy as np
         rng = np.random.default_rng(0)
         sites = {"up": fit_site(rng.normal(0, 1e-3, 10_000)), "down": fit_site(rng.laplace(0, 1e-3, 10_000))}
-        profile = Profile(card=args.card, backend="synthetic", model=args.model, layers=[], tokens=0, seed=0,
+        profile = Profile(card=cards[0], backend="synthetic", model=args.model, layers=[], tokens=0, seed=0,
                           sites=sites)
     modes = {
         "plain": lambda: nullcontext(),
         "exact (card exact)": lambda: emulate(model, "exact", card="exact"),
-        f"exact (card {args.card})": lambda: emulate(model, "exact", card=args.card),
+        **{f"exact (card {c})": (lambda c=c: emulate(model, "exact", card=c)) for c in cards},
         "noise (profile)": lambda: emulate(model, "noise", profile=profile),
         "gaussian, layers 0-3": lambda: emulate(model, "gaussian", scale=0.01, layers=[0, 1, 2, 3]),
     }

@@ -1,6 +1,7 @@
 """The emulator: hookpoints of every architecture, exact-card equivalence, noise, cards in exact mode."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -236,3 +237,106 @@ def test_device_map_auto_model(tmp_path):
                 got = mapped(ids.to(mapped.get_input_embeddings().weight.device)).logits
             assert h.calls == 4
             assert_close(got.cpu(), want, atol=1e-5, what=str(kwargs))
+
+
+def _same_bits(got, want) -> bool:
+    """Equal bit for bit, except that NaNs only need to sit in the same places (payloads vary)."""
+    got = torch.as_tensor(got, dtype=torch.float32).reshape(-1)
+    want = want.reshape(-1)
+    nan = want.isnan()
+    return torch.equal(got.isnan(), nan) and torch.equal(got[~nan].view(torch.int32), want[~nan].view(torch.int32))
+
+
+def _extremes() -> torch.Tensor:
+    """Zeros of both signs, infinities, NaN, float32's largest and smallest, every shipped breakpoint
+    and powers of 4, each with its two float32 neighbours."""
+    pts = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 3.4e38, -3.4e38, 1e36, -1e36,
+                        1e20, -1e20, 1e-45, -1e-45, 1e-30, 2.7, -2.7, 5.4, -5.4, 3.0, 6.0, -1.95, -1.97, -3.94,
+                        -4.0, 4.0, -5.0, -8.0, -10.0, 0.25, 1.0, 16.0, 4.0 ** -8, 4.0 ** 11])
+    return torch.cat([pts, torch.nextafter(pts, torch.tensor(float("inf"))),
+                      torch.nextafter(pts, torch.tensor(float("-inf")))])
+
+
+MPC_CARDS = ["bolt", "iron", "bumblebee", "puma", "crypten"]
+
+
+@pytest.mark.parametrize("card", MPC_CARDS + ["nexus-core", "exact"])
+@pytest.mark.parametrize("act", ["silu", "gelu"])
+def test_fast_ops_equal_cardops_bit_for_bit(card, act):
+    """The exact mode's fast evaluators (privinf/emulator/fast.py) give CardOps's float32 values."""
+    from privinf.approx.ops import CardOps
+    from privinf.cards import protocol_card
+    from privinf.emulator.fast import FastOps
+
+    ops = CardOps(protocol_card(card), act)
+    fast = FastOps(ops)
+    if card in MPC_CARDS:  # the fast forms are in use, not the CardOps fallbacks
+        assert fast.act != ops.act and fast.rsqrt != ops.rsqrt
+    g = torch.Generator().manual_seed(1)
+    n = 6000
+    x = torch.randn(n, generator=g) * torch.logspace(-4, 3, n)[torch.randperm(n, generator=g)]
+    x = torch.cat([x, _extremes()])
+    assert _same_bits(fast.act(x), ops.act(x))
+    small = x[x.abs() < 30][:3000]  # some fast forms hand far-out inputs to CardOps: check them on their own
+    assert _same_bits(fast.act(small), ops.act(small))
+    strided = small.view(3, -1)[:, 1:]
+    assert _same_bits(fast.act(strided), ops.act(strided))
+    with torch.no_grad():  # the torch form (other devices, or tensors that need grad)
+        assert _same_bits(fast.act(x.clone().requires_grad_()), ops.act(x))
+    assert _same_bits(fast.act(x.view(3, -1)[:, 1:]), ops.act(x.view(3, -1)[:, 1:]))  # strided
+    assert _same_bits(fast.fp(x * 1e3), ops.fp(x * 1e3))
+    # rsqrt: one value (the decode step, NumPy scalars), a few, and enough for torch's vector loop
+    edges = torch.tensor([4.0 ** j * (1 + d) for j in range(-9, 12)  # the range reduction's edges
+                          for d in (2 ** -15, -2 ** -15, 2 ** -16, -2 ** -16, 2 ** -20, -2 ** -20)])
+    ms = torch.cat([torch.logspace(-12, 12, 300), 4 * torch.rand(100, generator=g), edges, _extremes(), -x[:20]])
+    for v in ms:
+        one = v.view(1, 1, 1)
+        assert _same_bits(fast.rsqrt(one), ops.rsqrt(one)), float(v)
+    for shape in [(1, 7, 1), (2, 40, 1), (ms.numel(),)]:
+        k = math.prod(shape)
+        for start in range(0, ms.numel() - k + 1, max(k, 13)):
+            chunk = ms[start:start + k].reshape(shape)
+            assert _same_bits(fast.rsqrt(chunk), ops.rsqrt(chunk)), (shape, start)
+
+
+@pytest.mark.parametrize("card", MPC_CARDS)
+def test_fast_exact_mode_equals_cardops_mode(tiny_llama, card, monkeypatch):
+    """End to end: generation under the fast hooks gives the logits of hooks calling CardOps."""
+    from privinf.emulator import core
+
+    class Reference:  # FastOps's interface, CardOps's functions
+        def __init__(self, ops):
+            self.ops, self.card, self.site = ops, ops.card, ops.site
+            self.fp, self.act, self.rsqrt = ops.fp, ops.act, ops.rsqrt
+
+        def norm(self, view, x):
+            return self.fp(view.norm(self.fp(x), self))
+
+    def run():
+        with torch.no_grad(), emulate(tiny_llama, "exact", card=card):
+            out = tiny_llama.generate(_ids(shape=(1, 6)), max_new_tokens=3, do_sample=False, pad_token_id=0,
+                                      output_logits=True, return_dict_in_generate=True)
+        return torch.stack(out.logits)
+
+    fast = run()
+    monkeypatch.setattr(core, "FastOps", Reference)
+    assert torch.equal(fast, run())
+
+
+@pytest.mark.parametrize("card", MPC_CARDS)
+@pytest.mark.parametrize("kind,bias", [("rms", False), ("layer", True)])
+def test_fast_norm_equals_block_norm(card, kind, bias):
+    """The up site's norm on NumPy equals fp(MLPBlock.norm(fp(x))) under CardOps, bit for bit."""
+    from privinf.approx.ops import CardOps
+    from privinf.cards import protocol_card
+    from privinf.emulator.core import _NormView
+    from privinf.emulator.fast import FastOps
+
+    ops = CardOps(protocol_card(card), "silu")
+    g = torch.Generator().manual_seed(2)
+    c = 37
+    view = _NormView(torch.randn(c, generator=g) + 1, torch.randn(c, generator=g) if bias else None, kind, 1e-5)
+    for shape, scale in [((1, 1, c), 1.0), ((1, 1, c), 300.0), ((1, 1, c), 1e-3), ((2, 9, c), 5.0)]:
+        x = torch.randn(shape, generator=g) * scale
+        want = ops.fp(view.norm(ops.fp(x), ops))
+        assert _same_bits(FastOps(ops).norm(view, x), want), (shape, scale)

@@ -3,10 +3,11 @@ Hugging Face causal LM with forward hooks, for as long as a ``with`` block lasts
 
 Modes:
 
-- ``exact``: the card's own arithmetic in plaintext torch (``CardOps``, the same code the plaintext
-  backend runs). Site ``up`` covers the RMSNorm inverse square root, fixed-point rounding and the
-  card's transform before W_up; site ``down`` covers the activation approximation, fixed-point
-  rounding of the gate/up products and the card's transform before W_down.
+- ``exact``: the card's own arithmetic in plaintext (``CardOps``, the same code the plaintext
+  backend runs, evaluated through ``fast.FastOps``: bit for bit the same float32 values in far
+  fewer calls, NumPy on CPU tensors). Site ``up`` covers the RMSNorm inverse square root,
+  fixed-point rounding and the card's transform before W_up; site ``down`` covers the activation
+  approximation, fixed-point rounding of the gate/up products and the card's transform before W_down.
 - ``noise``: add noise drawn from a saved error profile (Gaussian before W_up, Laplace before W_down,
   with the fitted scales).
 - ``gaussian`` / ``laplace``: add N(0, scale^2) or Lap(0, scale) noise at the chosen sites.
@@ -29,6 +30,7 @@ import torch
 from privinf.approx.ops import CalibrationError, CardOps
 from privinf.blocks import MLPBlock, activation_family, _hidden_act
 from privinf.cards import ProtocolCard, protocol_card
+from privinf.emulator.fast import FastOps, fast_fixed_point  # noqa: F401 (fast_fixed_point: public)
 from privinf.emulator.hookpoints import SITES, LayerModules, hook_site, resolve
 
 MODES = ("exact", "noise", "gaussian", "laplace")
@@ -202,30 +204,11 @@ def _noise_fn(handle: EmulatorHandle, noise: _Noise, layer: int, site: str):
     return fn
 
 
-def fast_fixed_point(ops: CardOps):
-    """``ops.fp`` without the float64 round trip, for generation speed.
-
-    Scaling by 2**f is exact in float32/bfloat16 and rounding a float is exact, so this equals
-    ``ops.fp`` bit for bit on those dtypes (tests/test_emulator.py checks it); others use ``ops.fp``.
-    """
-    f, r = ops.card.fraction_bits, ops.card.ring_bits
-    if f is None:
-        return lambda x: x
-    scale, half = float(2 ** f), None if r is None else float(2 ** (r - 1))
-
-    def fp(x: torch.Tensor) -> torch.Tensor:
-        if x.dtype not in (torch.float32, torch.bfloat16):
-            return ops.fp(x)
-        q = torch.round(x * scale)
-        if half is not None:
-            q = q.clamp_(-half, half - 1)
-        return q.div_(scale)
-
-    return fp
-
-
 def _exact_hooks(spec, m: LayerModules, handle: EmulatorHandle, ops: CardOps, sites, calibration) -> list:
-    """Hooks making layer ``m`` compute ``ops``'s arithmetic at the chosen sites."""
+    """Hooks making layer ``m`` compute ``ops``'s arithmetic at the chosen sites.
+
+    The hooks call :class:`FastOps`: the same float32 values as ``ops`` in fewer torch calls.
+    """
     card, layer = ops.card, m.layer
     for s in sites:
         if card.sites[s].method == "sparsify":
@@ -245,22 +228,28 @@ def _exact_hooks(spec, m: LayerModules, handle: EmulatorHandle, ops: CardOps, si
 
     handles = []
     fixed = card.fraction_bits is not None
-    fp = fast_fixed_point(ops)
+    fast = FastOps(ops)
+    fp = fast.fp
     up_changes = card.rsqrt.method != "exact" or fixed or card.sites["up"].method != "none"
     if "up" in sites and up_changes:
-        handles.append(_norm_hook(spec, m, handle, ops, fp))
+        handles.append(_norm_hook(spec, m, handle, fast))
     else:
         handles.append(hook_site(spec, m, "up", observe("up")))
     if "down" not in sites:
         return handles + [hook_site(spec, m, "down", observe("down"))]
-    if fixed:  # round the projections feeding the activation (dense MLPs only; MoE kernels hide them)
-        for proj in (m.gate, m.up):
-            if proj is not None:
-                handles.append(proj.register_forward_hook(lambda _m, _a, out: fp(out)))
     approx_act = card.activation(ops.activation).method != "exact"
     moe_site = spec.down_hook == "act"
+    # the gate projection feeds only the activation: when that hook recomputes the activation
+    # anyway, it rounds the gate there too, one hook fewer per layer
+    fold_gate = fixed and approx_act and not moe_site and m.gate is not None
+    if fixed:  # round the projections feeding the activation (dense MLPs only; MoE kernels hide them)
+        for proj in (m.up,) if fold_gate else (m.gate, m.up):
+            if proj is not None:
+                handles.append(proj.register_forward_hook(lambda _m, _a, out: fp(out)))
     if approx_act and not moe_site:
-        handles.append(m.act.register_forward_hook(lambda _m, args, out: ops.act(args[0].float()).to(out.dtype)))
+        pre = fp if fold_gate else (lambda t: t)
+        handles.append(m.act.register_forward_hook(
+            lambda _m, args, out: fast.act(pre(args[0].float())).to(out.dtype)))
 
     def down_fn(h: torch.Tensor) -> torch.Tensor:
         handle._fired(layer, "down")
@@ -269,7 +258,7 @@ def _exact_hooks(spec, m: LayerModules, handle: EmulatorHandle, ops: CardOps, si
     if moe_site:
         def moe_act(_m, args, out):
             if approx_act:
-                out = ops.act(args[0].float()).to(out.dtype)
+                out = fast.act(args[0].float()).to(out.dtype)
             return down_fn(out)
         handles.append(m.act.register_forward_hook(moe_act))
     else:
@@ -277,7 +266,7 @@ def _exact_hooks(spec, m: LayerModules, handle: EmulatorHandle, ops: CardOps, si
     return handles
 
 
-def _norm_hook(spec, m: LayerModules, handle: EmulatorHandle, ops: CardOps, fp):
+def _norm_hook(spec, m: LayerModules, handle: EmulatorHandle, ops: FastOps):
     """Site ``up``: recompute the norm with the card's rsqrt and fixed point, then its site transform."""
     card, layer = ops.card, m.layer
     recompute = card.rsqrt.method != "exact" or card.fraction_bits is not None
@@ -286,7 +275,7 @@ def _norm_hook(spec, m: LayerModules, handle: EmulatorHandle, ops: CardOps, fp):
         handle._fired(layer, "up")
         if recompute:
             view = _NormView.of(mod, spec.norm_kind, spec.norm_offset)
-            n = fp(view.norm(fp(args[0].float()), ops))  # (B, T, C)
+            n = ops.norm(view, args[0].float())  # fp(view.norm(fp(x), ops)), (B, T, C)
         else:
             n = out.float()
         return ops.site("up", n).to(out.dtype)
