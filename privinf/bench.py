@@ -185,7 +185,16 @@ def _safety_throughput(model_name: str, prompts: int = 8, max_new_tokens: int = 
     return throughput(model, tok, list(data.harmbench().prompts[:prompts]), max_new_tokens, batch_size)
 
 
-EXTRAS = {"safety_throughput": _safety_throughput}
+def _emulator_overhead(model_name: str, cards: list[str] = ("bolt",), tokens: int = 32, repeats: int = 3) -> dict:
+    """Greedy generation with the emulator attached (exact and noise modes) vs plain, interleaved."""
+    from privinf.emulator.overhead import measure_overhead
+    from privinf.models import load_model
+
+    model, tok = load_model(model_name)
+    return measure_overhead(model, tok, list(cards), tokens=tokens, repeats=repeats, model_name=model_name)
+
+
+EXTRAS = {"safety_throughput": _safety_throughput, "emulator_overhead": _emulator_overhead}
 
 
 def _speedups(cells: list[dict], baselines: dict[str, str]) -> None:

@@ -30,6 +30,7 @@ tokens = [1]
 repeats = 1
 [extras]
 safety_throughput = {{ prompts = 2, max_new_tokens = 4, batch_size = 2 }}
+emulator_overhead = {{ cards = ["bolt"], tokens = 3, repeats = 1 }}
 {extra}''')
     return path
 
@@ -66,6 +67,10 @@ def test_bench_runs_a_tiny_grid_and_every_number_is_measured(tmp_path, tiny_mode
     st = data["extras"]["safety_throughput"]
     assert st["prompts"] == 2 and st["single_tok_s"] > 0 and st["batched_tok_s"] > 0 and st["speedup"] > 0
     assert "safety harness generation" in res.output
+    eo = {r["mode"]: r for r in data["extras"]["emulator_overhead"]["rows"]}
+    assert set(eo) >= {"plain", "exact (card bolt)", "noise (profile)"} and eo["plain"]["ratio_best"] == 1.0
+    assert all(r["best_s"] > 0 and r["ratio_best"] > 0 for r in eo.values())
+    assert "emulator: exact (card bolt)" in res.output
 
 
 def test_bench_rejects_bad_scenario(tmp_path, tiny_model_dir):
