@@ -27,7 +27,11 @@ def main():
     \b
     Examples:
       privinf cards                 # protocol and model cards with the paper's figures
-      privinf demo                  # run the default model's MLP block under each card
+      privinf demo                  # the default model's MLP block as a real 2PC under each MPC card
+      privinf demo --backend tenseal            # the same block under CKKS (client keeps the key)
+      privinf profile --card bolt --check       # error at the two sites, fits, emulator fidelity
+      privinf safety eval --card bolt           # ASR / PPL / over-refusal under a card, paired vs clean
+      privinf bench --quick                     # latency and MB per card and backend
     """
 
 
