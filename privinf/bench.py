@@ -80,7 +80,10 @@ def scenario_path(name_or_path: str) -> Path:
     for folder in (here / "_data" / "bench", here.parent / "bench"):
         if (folder / f"{name_or_path}.toml").exists():
             return folder / f"{name_or_path}.toml"
-    raise CardError(p, "<name>", "no bench scenario with this name; pass a path to a .toml file")
+    known = sorted({f.stem for folder in (here / "_data" / "bench", here.parent / "bench") if folder.is_dir()
+                    for f in folder.glob("*.toml")})
+    raise CardError(p, "<name>", f"no bench scenario with this name; known: {', '.join(known)}; "
+                                 "or pass a path to a .toml file")
 
 
 def _inputs(model_name: str, layer: int, max_tokens: int):
