@@ -3,7 +3,8 @@
 The MPC/FHE papers publish GELU polynomials; Llama-family models use SiLU. Since
 silu(x) - x/2 = x (sigmoid(x) - 1/2) is even, the symmetric forms (BOLT, NEXUS) keep the exact
 0.5x term and fit the even remainder by least squares on a dense grid; BumbleBee's asymmetric
-middle interval takes a full degree-6 fit. Breakpoints are scaled by 2 from GELU's (PUMA's published SiLU does the same: GELU's [-4, -1.95, 3] becomes [-8, -4, 4]).
+middle interval takes a full degree-6 fit. Breakpoints are scaled by 2 from GELU's (PUMA's
+published SiLU does the same: GELU's [-4, -1.95, 3] becomes [-8, -4, 4]).
 
     python -m privinf.approx.fit      # prints the fitted segments and their max error as TOML
 
