@@ -21,18 +21,10 @@ def block_input(model, tokenizer, prompt: str, layer: int, tokens: int) -> torch
     The MLP block's input is the residual stream after the layer's attention: captured with a
     forward pre-hook on the MLP-input norm, whose input is exactly that residual.
     """
-    from privinf.blocks import arch_spec, decoder_layers
+    from privinf.profile import layer_inputs
 
     ids = tokenizer(prompt, return_tensors="pt").input_ids[:, :tokens]
-    norm = decoder_layers(model)[layer].get_submodule(arch_spec(model.config.model_type).norm)
-    seen = {}
-    handle = norm.register_forward_pre_hook(lambda mod, args: seen.setdefault("x", args[0].detach()))
-    try:
-        with torch.no_grad():
-            model(ids.to(model.device))
-    finally:
-        handle.remove()
-    return seen["x"][0].float().cpu()  # (T, C)
+    return layer_inputs(model, [ids], [layer])[layer]  # (T, C)
 
 
 def site_errors(ref, got) -> list[float]:

@@ -24,7 +24,6 @@ import torch
 
 FORMAT = "privinf-profile/1"
 HEADLINE = {"up": "gaussian", "down": "laplace"}  # the paper's families per site
-WIKI = ("exllamav2", "exllamav2/conversion/standard_cal_data/wiki.utf8")
 DEFAULT_LAYERS = (0, 1, 2, 3, 15, 29)
 KS_SAMPLES = 100_000  # subsample for KS tests (the statistic's noise is about 1/sqrt(n))
 QUANTILES = 1001  # stored quantiles of each site's error: an empirical inverse CDF
@@ -153,6 +152,7 @@ def wiki_batches(tok, tokens: int, chunk: int = 128, seed: int = 0) -> list[torc
     """``tokens`` tokens of Wikipedia text as (1, chunk) id tensors from paragraphs picked with
     ``seed`` in the second half of the file (the first half is the perplexity text)."""
     from privinf.models import package_file
+    from privinf.safety.data import WIKI
 
     text = package_file(*WIKI).read_text(encoding="utf-8")
     paras = [p for p in text[len(text) // 2:].split("\n") if len(p) > chunk * 6]

@@ -8,12 +8,13 @@ import click
 
 
 def _layers(value: str) -> list[int]:
+    from privinf.safety.config import parse_layers
+
     try:
-        out = []
-        for part in value.split(","):
-            lo, _, hi = part.partition("-")
-            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-        return out
+        layers = parse_layers(value)
+        if layers is None:
+            raise ValueError(value)
+        return list(layers)
     except ValueError:
         raise click.BadParameter(f"expected layer indices like 0,1,2,3 or 0-3,15, got {value!r}") from None
 
