@@ -31,7 +31,7 @@ def main() -> None:
 
     from privinf.emulator.overhead import measure_overhead
     from privinf.models import load_model
-    from privinf.profile import Profile
+    from privinf.errormodel import Profile
 
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model)

@@ -88,14 +88,10 @@ def scenario_path(name_or_path: str) -> Path:
 
 def _inputs(model_name: str, layer: int, max_tokens: int):
     """(block, x) with x the real hidden states (T, C) entering ``layer``'s MLP block."""
-    from privinf.blocks import MLPBlock
-    from privinf.demo import block_input
+    from privinf.emulator.measure import block_and_input
     from privinf.models import load_model
 
-    model, tok = load_model(model_name)
-    block = MLPBlock.from_model(model, layer)
-    text = _WIKI_SAMPLE * (1 + max_tokens // 40)
-    return block, block_input(model, tok, text, layer, max_tokens)
+    return block_and_input(*load_model(model_name), _WIKI_SAMPLE * (1 + max_tokens // 40), layer, max_tokens)
 
 
 _WIKI_SAMPLE = ("Private inference lets a server run a language model on a user's prompt without seeing it. "

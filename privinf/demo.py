@@ -6,25 +6,12 @@ loopback, one session for all cards); ``backend="plaintext"`` shows the plaintex
 
 from __future__ import annotations
 
-import torch
 
 from privinf.approx.ops import CardOps
 from privinf.backends.base import get_backend
-from privinf.blocks import MLPBlock
 from privinf.cards import all_protocol_cards, protocol_card
+from privinf.emulator.measure import block_and_input
 from privinf.report import table
-
-
-def block_input(model, tokenizer, prompt: str, layer: int, tokens: int) -> torch.Tensor:
-    """Real hidden states (T, C) entering decoder layer ``layer``'s MLP block, for ``prompt``.
-
-    The MLP block's input is the residual stream after the layer's attention: captured with a
-    forward pre-hook on the MLP-input norm, whose input is exactly that residual.
-    """
-    from privinf.profile import layer_inputs
-
-    ids = tokenizer(prompt, return_tensors="pt").input_ids[:, :tokens]
-    return layer_inputs(model, [ids], [layer])[layer]  # (T, C)
 
 
 def site_errors(ref, got) -> list[float]:
@@ -35,9 +22,7 @@ def site_errors(ref, got) -> list[float]:
 def run_plaintext_demo(model_name: str, layer: int, card_names: list[str], prompt: str, tokens: int) -> str:
     from privinf.models import load_model
 
-    model, tok = load_model(model_name)
-    block = MLPBlock.from_model(model, layer)
-    x = block_input(model, tok, prompt, layer, tokens)
+    block, x = block_and_input(*load_model(model_name), prompt, layer, tokens)  # x: (T, C)
     cards = [protocol_card(n) for n in card_names] if card_names else all_protocol_cards()
     backend = get_backend("plaintext")
     exact = block(x)
@@ -62,10 +47,7 @@ def run_mpc_demo(model_name: str, layer: int, card_names: list[str], prompt: str
     from privinf.backends.crypten_mpc import CrypTenBackend
     from privinf.models import load_model
 
-    model, tok = load_model(model_name)
-    block = MLPBlock.from_model(model, layer)
-    x = block_input(model, tok, prompt, layer, tokens)
-    del model
+    block, x = block_and_input(*load_model(model_name), prompt, layer, tokens)  # x: (T, C)
     cards = [protocol_card(n) for n in (card_names or MPC_DEMO_CARDS)]
     mpc = CrypTenBackend(provider=provider, timeout_s=timeout_s, repeat=repeat)
     for card in cards:

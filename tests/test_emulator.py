@@ -159,11 +159,11 @@ def test_exact_mode_reproduces_the_plaintext_block(tiny_llama, card):
     from privinf.approx.ops import CardOps
     from privinf.blocks import MLPBlock
     from privinf.cards import protocol_card
-    from privinf.profile import layer_inputs
+    from privinf.emulator.measure import capture_block_inputs
 
     ids, layer = _ids(shape=(1, 40)), 1
     cal = calibrate_card(tiny_llama, card, ids, layers=[layer])
-    x = layer_inputs(tiny_llama, [ids], [layer])[layer]
+    x = capture_block_inputs(tiny_llama, [ids], [layer])[layer]
     block = MLPBlock.from_model(tiny_llama, layer)
     ops = CardOps(protocol_card(card), block.activation)
     ops.thresholds.update({s: t for (_, s), t in cal.items()})

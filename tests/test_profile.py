@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from privinf.profile import HEADLINE, Profile, fit_site, ks_two_sample
+from privinf.errormodel import HEADLINE, Profile, fit_site, ks_two_sample
 
 
 def _profile(up_std=0.03, down_b=0.02, n=50_000):
@@ -97,7 +97,8 @@ def test_cli_profile_help_and_unknown_backend():
 
 @pytest.mark.slow
 def test_profile_on_the_default_model(tmp_path):
-    from privinf.profile import Profile, default_path, format_profile, measure_profile
+    from privinf.errormodel import default_path, format_profile
+    from privinf.profile import measure_profile
 
     prof = measure_profile("bolt", layers=[0, 2], tokens=128, check=True)
     assert prof.tokens == 128 and prof.versions["torch"]

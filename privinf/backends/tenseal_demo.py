@@ -86,15 +86,12 @@ def run_tenseal_demo(model_name: str, layer: int, card_names: list[str], prompt:
     from privinf.approx.ops import CardOps
     from privinf.backends.base import get_backend
     from privinf.backends.tenseal_ckks import pack_frames, run_client
-    from privinf.blocks import MLPBlock
     from privinf.cards import protocol_card
-    from privinf.demo import block_input
+    from privinf.emulator.measure import block_and_input
     from privinf.models import load_model
     from privinf.report import table
 
-    model, tok = load_model(model_name)
-    block = MLPBlock.from_model(model, layer)
-    x = block_input(model, tok, prompt, layer, tokens)
+    block, x = block_and_input(*load_model(model_name), prompt, layer, tokens)  # x: (T, C)
     cards = [protocol_card(n) for n in (card_names or DEFAULT_CARDS)]
     backend = get_backend("tenseal")
     for card in cards:

@@ -72,17 +72,16 @@ def _from_model(rank: int, model_name: str, layer: int, prompt: str, tokens: int
 
     from safetensors.torch import save_file
 
-    from privinf.blocks import MLPBlock
-    from privinf.demo import block_input
+    from privinf.emulator.measure import block_and_input
     from privinf.models import load_model
 
-    model, tok = load_model(model_name)
+    block, x = block_and_input(*load_model(model_name), prompt, layer, tokens)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         path = folder / "input.safetensors"
-        save_file({"x": block_input(model, tok, prompt, layer, tokens).contiguous()}, str(path))
+        save_file({"x": x.contiguous()}, str(path))
         return str(path), None
     path = folder / "block.safetensors"
-    MLPBlock.from_model(model, layer).save(path)
+    block.save(path)
     return None, str(path)

@@ -55,7 +55,8 @@ def profile(card_names, backend, model_name, layers, tokens, chunk, seed, check,
 
     from privinf.backends.base import UnsupportedCard, get_backend
     from privinf.models import load_model
-    from privinf.profile import default_path, format_profile, measure_profile, profiles_table
+    from privinf.errormodel import default_path, format_profile, profiles_table
+    from privinf.profile import measure_profile
 
     torch.set_num_threads(threads)
     try:

@@ -170,7 +170,7 @@ def _noise_table(mode, layers, sites, profile, scale, relative_to) -> dict[tuple
             raise ValueError("mode 'noise' needs profile= (a saved profile path or Profile)")
         if scale is not None or relative_to is not None:
             raise ValueError("mode 'noise' takes its scales from the profile; scale/relative_to do not apply")
-        from privinf.profile import Profile
+        from privinf.errormodel import Profile
         prof = profile if isinstance(profile, Profile) else Profile.load(profile)
         per_site = {s: prof.noise(s) for s in sites}
         return {(l, s): per_site[s] for l in layers for s in sites}

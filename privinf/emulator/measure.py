@@ -67,6 +67,41 @@ def capture_sites(model, inputs, layers=None, sites=SITES) -> dict[tuple[int, st
     return {k: torch.cat(v) for k, v in seen.items()}
 
 
+def capture_block_inputs(model, inputs, layers) -> dict[int, torch.Tensor]:
+    """{layer: (N, C) float32 CPU} the residual stream entering each layer's MLP block, every valid
+    token of ``inputs`` (the input of the MLP-input norm, seen by a forward pre-hook)."""
+    _, mods = resolve(model, layers)
+    seen: dict[int, list[torch.Tensor]] = {m.layer: [] for m in mods}
+    mask: list[torch.Tensor | None] = [None]
+
+    def hook(_mod, args, layer):
+        rows = args[0].detach()
+        if mask[0] is not None and rows.shape[:2] == mask[0].shape:
+            rows = rows[mask[0].to(rows.device)]
+        seen[layer].append(rows.reshape(-1, rows.shape[-1]).float().cpu())
+
+    handles = [m.norm.register_forward_pre_hook(lambda mod, args, layer=m.layer: hook(mod, args, layer)) for m in mods]
+    dev = input_device(model)
+    try:
+        with torch.no_grad():
+            for ids, attn in iter_batches(inputs):
+                mask[0] = None if attn is None else attn.bool()
+                model(input_ids=ids.to(dev), attention_mask=None if attn is None else attn.to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+    return {layer: torch.cat(xs) for layer, xs in seen.items()}
+
+
+def block_and_input(model, tokenizer, prompt: str, layer: int, tokens: int):
+    """(MLPBlock of ``layer``, x (T, C)): the block's weights and the real hidden states entering it
+    for the first ``tokens`` tokens of ``prompt`` -- what the demos, bench and ``party`` run."""
+    from privinf.blocks import MLPBlock
+
+    ids = tokenizer(prompt, return_tensors="pt").input_ids[:, :tokens]
+    return MLPBlock.from_model(model, layer), capture_block_inputs(model, [ids], [layer])[layer]
+
+
 def measure_site_std(model, inputs, layers=None, sites=SITES) -> dict[tuple[int, str], float]:
     """{(layer, site): std of the activations there} over every valid token of ``inputs``.
 

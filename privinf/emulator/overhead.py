@@ -27,7 +27,7 @@ def _synthetic_profile(card: str, model_name: str):
     """A profile for noise mode when no measured one is at hand (its cost does not depend on the scales)."""
     import numpy as np
 
-    from privinf.profile import Profile, fit_site
+    from privinf.errormodel import Profile, fit_site
     rng = np.random.default_rng(0)
     sites = {"up": fit_site(rng.normal(0, 1e-3, 10_000)), "down": fit_site(rng.laplace(0, 1e-3, 10_000))}
     return Profile(card=card, backend="synthetic", model=model_name, layers=[], tokens=0, seed=0, sites=sites)
