@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privinf.errors import PrivinfError
+from privinf.errors import UsageError
 
 # --------------------------------------------------------------------------------------------
 # where cards live
@@ -36,7 +36,7 @@ def data_dir(kind: str) -> Path:
     raise FileNotFoundError(f"privinf data folder {kind!r} not found (broken install?)")
 
 
-class CardError(PrivinfError, ValueError):
+class CardError(UsageError):
     """A card file is missing, malformed or names something privinf does not support."""
 
     def __init__(self, path: Path | str, field_name: str, message: str):

@@ -4,19 +4,26 @@ heavy libraries (torch, transformers, crypten, tenseal) are imported inside the 
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from privinf.errors import PrivinfError
 
 
 class _Group(click.Group):
-    """Prints a PrivinfError as one line ("Error: <what to fix>") and exits 1, without a traceback."""
+    """Prints a PrivinfError as one line ("Error: <what to fix>") and exits with its ``exit_code``
+    (2: usage error, 1: runtime fault), without a traceback unless ``PRIVINF_DEBUG=1``."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except PrivinfError as exc:
-            raise click.ClickException(str(exc)) from exc
+            if os.environ.get("PRIVINF_DEBUG", "") not in ("", "0"):
+                raise
+            err = click.ClickException(" ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()))
+            err.exit_code = exc.exit_code
+            raise err from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

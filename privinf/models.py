@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from privinf.cards import ModelCard, model_card
-from privinf.errors import PrivinfError
+from privinf.errors import UsageError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-class ModelNotAvailable(PrivinfError, FileNotFoundError):
+class ModelNotAvailable(UsageError, FileNotFoundError):
     """The weights a model card names are not on this machine."""
 
 
@@ -100,13 +100,19 @@ def resolve_model_path(name_or_path: str, model_path: str | Path | None = None) 
         if not (target / "model.safetensors").exists():
             _gguf_to_cache(card, target)
         return target
+    return hub_snapshot(card)
+
+
+def hub_snapshot(card: ModelCard) -> Path:
+    """The card's weights in the local Hugging Face cache (never downloads); ModelNotAvailable if absent."""
     try:
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(card.hf_id, local_files_only=True))
     except Exception:
         raise ModelNotAvailable(
-            f"weights for {card.title} ({card.hf_id}) are not on this machine and privinf never downloads; "
-            f"pass a local folder with --model-path, or place the model in the Hugging Face cache") from None
+            f"--model {card.name}: weights for {card.title} ({card.hf_id}) are not on this machine and privinf "
+            f"never downloads; pass a local folder with --model-path, or place the model in the Hugging Face cache"
+        ) from None
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, *, model_path: str | Path | None = None,

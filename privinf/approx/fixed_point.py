@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from privinf.errors import PrivinfError
+from privinf.errors import RuntimeFault
 
 
-class FixedPointWrapError(PrivinfError, OverflowError):
+class FixedPointWrapError(RuntimeFault, OverflowError):
     """A value left the representable range of the ring and would wrap around."""
 
 

@@ -16,10 +16,10 @@ from privinf.approx.fixed_point import fixed_point
 from privinf.approx.quant import fake_quant
 from privinf.approx.sparsity import calibrate_threshold, sparsify
 from privinf.cards import ProtocolCard
-from privinf.errors import PrivinfError
+from privinf.errors import RuntimeFault
 
 
-class CalibrationError(PrivinfError, RuntimeError):
+class CalibrationError(RuntimeFault):
     """A card needs calibration (TEAL thresholds) that has not been done."""
 
 

@@ -15,10 +15,10 @@ import torch
 
 from privinf.blocks import BlockOutput, MLPBlock
 from privinf.cards import ProtocolCard
-from privinf.errors import PrivinfError
+from privinf.errors import UsageError
 
 
-class UnsupportedCard(PrivinfError, ValueError):
+class UnsupportedCard(UsageError):
     """This backend cannot run this card (e.g. an FHE-only polynomial on MPC)."""
 
 
@@ -88,12 +88,12 @@ def backend_names() -> list[str]:
 
 def get_backend(name: str, **kwargs) -> Backend:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown backend {name!r}; available: {', '.join(_REGISTRY)}")
+        raise UsageError(f"unknown backend {name!r}; available: {', '.join(_REGISTRY)}")
     module, cls = _REGISTRY[name].split(":")
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name == module:
-            raise ValueError(f"backend {name!r} is not implemented in this version of privinf") from None
+            raise UsageError(f"backend {name!r} is not implemented in this version of privinf") from None
         raise
     return getattr(mod, cls)(**kwargs)

@@ -27,6 +27,7 @@ import torch
 from privinf.backends.base import Backend, BlockResult, CostReport, UnsupportedCard
 from privinf.blocks import BlockOutput, MLPBlock
 from privinf.cards import ProtocolCard
+from privinf.errors import RuntimeFault
 
 FRACTION_BITS, RING_BITS = 16, 64  # CrypTen's defaults; a run uses the card's fraction bits
 MPC_METHODS = ("exact", "piecewise", "fixed-point-tanh", "crypten-native")
@@ -61,7 +62,7 @@ def check_card(card: ProtocolCard) -> None:
             raise UnsupportedCard(f"card {card.name!r}: site {site!r} transform {spec.method!r} is not an MPC protocol")
 
 
-class MPCRunError(RuntimeError):
+class MPCRunError(RuntimeFault):
     """A party process failed; the message carries each party's own error."""
 
 
@@ -117,7 +118,7 @@ def launch(commands: list[list[str]], deadline_s: float, workdir: Path) -> None:
             msg = next((line for line in reversed(text) if line.startswith("privinf party:")), None)
             msg = msg or (text[-1] if text else "(no output)")
             tails.append(f"rank {i} exit {code}: {msg}")
-        raise MPCRunError("two-party run failed:\n  " + "\n  ".join(tails))
+        raise MPCRunError("two-party run failed: " + "; ".join(tails))
 
 
 class CrypTenBackend(Backend):

