@@ -14,68 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from privinf.approx.ops import CardOps
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """Hugging Face module names of one decoder layer's MLP path (relative to the layer)."""
-
-    norm: str  # the norm feeding the MLP
-    up: str
-    down: str
-    gate: str | None = None  # None: plain MLP, or fused into ``up`` when fused_gate_up
-    act: str | None = None  # the activation module, when the architecture has one
-    fused_gate_up: bool = False  # Phi-3: up = [gate; up] stacked on the output dim
-    norm_kind: str = "rms"  # "rms" or "layer"
-    norm_offset: float = 0.0  # Gemma scales by (1 + weight)
-    conv1d: bool = False  # GPT-2's Conv1D stores weights as (in, out)
-    layers: str = "model.layers"  # the ModuleList of decoder layers, from the model root
-    moe: bool = False  # mixture of experts: hooks work, a single block cannot be extracted
-    # how the emulator reaches the site before W_down: "pre" = forward pre-hook on ``down``'s
-    # input (act(gate) * up); "act" = forward hook on ``act``'s output (MoE experts multiply by up
-    # inside one kernel, so act(gate) is the last value a hook can see)
-    down_hook: str = "pre"
-
-
-_LLAMA = ArchSpec(norm="post_attention_layernorm", gate="mlp.gate_proj", up="mlp.up_proj",
-                  down="mlp.down_proj", act="mlp.act_fn")
-
-ARCHITECTURES: dict[str, ArchSpec] = {
-    "llama": _LLAMA,
-    "mistral": _LLAMA,
-    "qwen2": _LLAMA,
-    "gemma": ArchSpec(norm="post_attention_layernorm", gate="mlp.gate_proj", up="mlp.up_proj",
-                      down="mlp.down_proj", act="mlp.act_fn", norm_offset=1.0),
-    "gemma2": ArchSpec(norm="pre_feedforward_layernorm", gate="mlp.gate_proj", up="mlp.up_proj",
-                       down="mlp.down_proj", act="mlp.act_fn", norm_offset=1.0),
-    "phi3": ArchSpec(norm="post_attention_layernorm", up="mlp.gate_up_proj", down="mlp.down_proj",
-                     act="mlp.activation_fn", fused_gate_up=True),
-    "mixtral": ArchSpec(norm="post_attention_layernorm", up="mlp.experts", down="mlp.experts",
-                        act="mlp.experts.act_fn", moe=True, down_hook="act"),
-    "gpt2": ArchSpec(norm="ln_2", up="mlp.c_fc", down="mlp.c_proj", act="mlp.act", norm_kind="layer",
-                     conv1d=True, layers="transformer.h"),
-}
-
-_ACT_NAMES = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu",
-              "gelu_fast": "gelu", "gelu_python": "gelu"}
-
-
-def arch_spec(model_type: str) -> ArchSpec:
-    if model_type not in ARCHITECTURES:
-        raise ValueError(f"architecture {model_type!r} is not supported; supported: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[model_type]
-
-
-def activation_family(hidden_act: str) -> str:
-    """Map a Hugging Face ``hidden_act`` name to the card's non-linearity name (silu/gelu)."""
-    if hidden_act not in _ACT_NAMES:
-        raise ValueError(f"activation {hidden_act!r} has no card counterpart; known: {', '.join(_ACT_NAMES)}")
-    return _ACT_NAMES[hidden_act]
-
-
-def decoder_layers(model) -> torch.nn.ModuleList:
-    spec = arch_spec(model.config.model_type)
-    return model.get_submodule(spec.layers)
+from privinf.emulator.hookpoints import activation_family, arch_spec, decoder_layers, hidden_act
 
 
 @dataclass
@@ -170,7 +109,7 @@ class MLPBlock:
             w_up=w_up, w_down=w_down, w_gate=w_gate, norm_weight=weight,
             norm_bias=f32(getattr(norm, "bias", None)), norm_kind=spec.norm_kind, norm_eps=float(eps),
             b_up=f32(getattr(up, "bias", None)), b_down=f32(getattr(down, "bias", None)),
-            activation=activation_family(_hidden_act(cfg)),
+            activation=activation_family(hidden_act(cfg)),
             layer=layer, source=getattr(cfg, "_name_or_path", "") or cfg.model_type,
         )
 
@@ -197,13 +136,6 @@ class MLPBlock:
         from safetensors import safe_open
         with safe_open(str(path), framework="pt") as f:
             return cls.from_state({k: f.get_tensor(k) for k in f.keys()}, f.metadata())
-
-
-def _hidden_act(cfg) -> str:
-    for attr in ("hidden_activation", "hidden_act", "activation_function"):  # gemma2, llama, gpt2
-        if getattr(cfg, attr, None):
-            return getattr(cfg, attr)
-    raise ValueError(f"{cfg.model_type} config names no activation")
 
 
 def _exact_act(name: str):

@@ -4,7 +4,8 @@ import torch
 from conftest import assert_close
 from privinf.approx import CardOps
 from privinf.backends.base import UnsupportedCard, get_backend
-from privinf.blocks import MLPBlock, arch_spec, decoder_layers
+from privinf.blocks import MLPBlock
+from privinf.emulator.hookpoints import arch_spec, decoder_layers
 from privinf.cards import all_protocol_cards, protocol_card
 from privinf.models import tiny_model
 

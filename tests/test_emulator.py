@@ -79,9 +79,9 @@ def test_hooks_removed_on_error(tiny_llama):
 
 
 def test_unresolved_module_name_raises(tiny_llama, monkeypatch):
-    from privinf import blocks
-    bad = dataclasses.replace(blocks.ARCHITECTURES["llama"], down="mlp.no_such_proj")
-    monkeypatch.setitem(blocks.ARCHITECTURES, "llama", bad)
+    from privinf.emulator import hookpoints
+    bad = dataclasses.replace(hookpoints.ARCHITECTURES["llama"], down="mlp.no_such_proj")
+    monkeypatch.setitem(hookpoints.ARCHITECTURES, "llama", bad)
     before = _hook_count(tiny_llama)
     with pytest.raises(HookpointError, match="no_such_proj"):
         with emulate(tiny_llama, "gaussian", scale=0.1):

@@ -1,9 +1,22 @@
 """The plaintext emulator: a protocol card, a measured error profile or explicit noise applied to
-any Hugging Face causal LM at full scale, through forward hooks (see :func:`emulate`)."""
+any Hugging Face causal LM at full scale, through forward hooks (see :func:`emulate`).
 
-from privinf.emulator.core import MODES, EmulatorHandle, emulate
-from privinf.emulator.hookpoints import SITES, HookpointError, resolve
-from privinf.emulator.measure import calibrate_card, capture_sites, measure_site_std
+Names load on first use, so ``privinf.emulator.hookpoints`` (the architecture table, which card
+validation and the MLP block read) imports without the emulator's machinery.
+"""
 
-__all__ = ["MODES", "SITES", "EmulatorHandle", "HookpointError", "calibrate_card", "capture_sites",
-           "emulate", "measure_site_std", "resolve"]
+import importlib
+
+_EXPORTS = {
+    "MODES": "hookpoints", "SITES": "hookpoints", "HookpointError": "hookpoints", "resolve": "hookpoints",
+    "EmulatorHandle": "core", "emulate": "core",
+    "calibrate_card": "measure", "capture_sites": "measure", "measure_site_std": "measure",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'privinf.emulator' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"privinf.emulator.{_EXPORTS[name]}"), name)

@@ -28,12 +28,11 @@ from typing import Mapping
 import torch
 
 from privinf.approx.ops import CalibrationError, CardOps
-from privinf.blocks import MLPBlock, activation_family, _hidden_act
+from privinf.blocks import MLPBlock
 from privinf.cards import ProtocolCard, protocol_card
 from privinf.emulator.fast import FastOps, fast_fixed_point  # noqa: F401 (fast_fixed_point: public)
-from privinf.emulator.hookpoints import SITES, LayerModules, hook_site, resolve
+from privinf.emulator.hookpoints import MODES, SITES, LayerModules, activation_family, hidden_act, hook_site, resolve
 
-MODES = ("exact", "noise", "gaussian", "laplace")
 
 
 @dataclass
@@ -149,7 +148,7 @@ def emulate(model, mode: str, *, card: str | ProtocolCard | None = None, profile
             if relative_to is not None or scale is not None:
                 raise ValueError("mode 'exact' applies the card's own arithmetic; scale/relative_to do not apply")
             handle.card = protocol_card(card) if isinstance(card, str) else card
-            act = activation_family(_hidden_act(model.config))
+            act = activation_family(hidden_act(model.config))
             for m in mods:
                 handles += _exact_hooks(spec, m, handle, CardOps(handle.card, act), sites, calibration or {})
         else:

@@ -38,7 +38,7 @@ def measure_overhead(model, tokenizer, cards: list[str], *, profile=None, tokens
     """Time plain generation and every emulator mode on ``prompts``; returns rows with both ratios."""
     from privinf.emulator import emulate
 
-    from privinf.blocks import decoder_layers
+    from privinf.emulator.hookpoints import decoder_layers
 
     profile = profile or _synthetic_profile(cards[0], model_name)
     first = list(range(min(4, len(decoder_layers(model)))))  # the sensitive layers 0-3
