@@ -8,7 +8,7 @@ import os
 
 import click
 
-from privinf.errors import PrivinfError
+from privinf.errors import PrivinfError, UsageError
 
 
 class _Group(click.Group):
@@ -94,6 +94,15 @@ def demo(model_name, layer, card_names, prompt, tokens, backend, provider, timeo
       privinf demo --backend plaintext --layer 2
       privinf demo --backend tenseal --card nexus-core --tokens 64
     """
+    from privinf import validate
+
+    validate.layer(layer, validate.model(model_name))
+    validate.protocol_cards(card_names, backend=backend)
+    for value, option in ((tokens, "--tokens"), (threads, "--threads")):
+        validate.at_least(value, 1, option)
+    validate.positive(timeout_s, "--timeout")
+    if not prompt.strip():
+        raise UsageError("--prompt '': give a prompt (its first --tokens tokens feed the block)")
     import torch
 
     torch.set_num_threads(threads)
@@ -102,22 +111,14 @@ def demo(model_name, layer, card_names, prompt, tokens, backend, provider, timeo
 
         click.echo(run_plaintext_demo(model_name, layer, list(card_names), prompt, tokens))
         return
-    from privinf.backends.base import UnsupportedCard
     from privinf.demo import run_mpc_demo
 
     if backend == "tenseal":
         from privinf.backends.tenseal_demo import run_tenseal_demo
 
-        try:
-            click.echo(run_tenseal_demo(model_name, layer, list(card_names), prompt, tokens, timeout_s))
-        except UnsupportedCard as exc:
-            raise click.ClickException(str(exc)) from None
+        click.echo(run_tenseal_demo(model_name, layer, list(card_names), prompt, tokens, timeout_s))
         return
-
-    try:
-        click.echo(run_mpc_demo(model_name, layer, list(card_names), prompt, tokens, provider, timeout_s, repeat))
-    except UnsupportedCard as exc:
-        raise click.ClickException(str(exc)) from None
+    click.echo(run_mpc_demo(model_name, layer, list(card_names), prompt, tokens, provider, timeout_s, repeat))
 
 
 # Feature commands live in privinf/commands/<feature>.py (light imports at module level).

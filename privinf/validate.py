@@ -90,6 +90,14 @@ def layers(spec: str | None, info: ModelInfo | None = None, option: str = "--lay
     return out
 
 
+def layer_list(spec: str | None, info: ModelInfo, option: str = "--layers") -> list[int]:
+    """Like ``layers``, but ``all`` becomes every layer of the model."""
+    out = layers(spec, info, option)
+    if out is None and info.depth is None:
+        raise UsageError(f"{option} {spec!r}: {info.name}'s config.json does not give its depth; list the layers")
+    return list(range(info.depth) if out is None else out)
+
+
 def layer(index: int, info: ModelInfo, option: str = "--layer") -> int:
     if index < 0 or (info.depth is not None and index >= info.depth):
         top = "" if info.depth is None else f"; {info.name} has {info.depth} decoder layers (0-{info.depth - 1})"
@@ -108,12 +116,20 @@ def protocol_cards(names, option: str = "--card", backend: str | None = None) ->
             raise UsageError(f"{option} {n!r}: no protocol card by that name; known: {', '.join(protocol_names())}")
         cards.append(protocol_card(p if p.suffix == ".toml" or p.exists() else n))
     if backend is not None:
-        from privinf.backends.base import get_backend
-
-        be = get_backend(backend)
+        be = backend_(backend)
         for card in cards:
             be.check(card)  # UnsupportedCard names the card and the reason
     return cards
+
+
+def backend_(name: str, option: str = "--backend"):
+    """The backend ``name`` (instantiated with its defaults), or a UsageError naming the known ones."""
+    from privinf.backends.base import get_backend
+
+    try:
+        return get_backend(name)
+    except UsageError as exc:
+        raise UsageError(f"{option} {name!r}: {exc}; --backend plaintext is always available") from None
 
 
 def weights(path: str | Path | None, option: str = "--weights") -> Path | None:
@@ -147,7 +163,7 @@ def profile_file(path: str | None, option: str = "--profile") -> Path | None:
     p = Path(path).expanduser()
     if not p.is_file():
         raise UsageError(f"{option}: profile file {path} does not exist (write one with `privinf profile`)")
-    from privinf.profile import Profile
+    from privinf.errormodel import Profile
 
     try:
         Profile.load(p)
@@ -179,8 +195,58 @@ def at_least(value, minimum, option: str):
     return value
 
 
+def positive(value, option: str):
+    if not value > 0:
+        raise UsageError(f"{option} {value:g}: must be > 0")
+    return value
+
+
 def peer(text: str, option: str = "--peer") -> str:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"{option} {text!r}: must be HOST:PORT with a port in 1-65535, e.g. 127.0.0.1:29500")
     return text
+
+
+def numbers(text: str, option: str) -> list[float]:
+    """Comma-separated noise scales (each finite and >= 0)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected comma-separated numbers >= 0, e.g. 0.01,0.02") from None
+    return scales(values, option)
+
+
+def integers(text: str, option: str = "--seeds") -> list[int]:
+    """Comma-separated integers (at least one)."""
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        out = []
+    if not out:
+        raise UsageError(f"{option} {text!r}: expected comma-separated integers, e.g. 0,1")
+    return out
+
+
+def safety_options(o: dict, relative: bool = False, cards=()) -> ModelInfo:
+    """The options every ``privinf safety`` command shares (see ``commands.safety.common``), and the
+    perplexity text that ``relative`` scales or sparsity ``cards`` need; returns the model's info."""
+    info = model(o["model_name"], o["model_path"])
+    weights(o["weights"])
+    prompts(o["prompts"])
+    if o["train_prompts"]:
+        prompts(o["train_prompts"], "--train-prompts")  # their overlap with --prompts is refused in load_harness
+    folder(o["judge_path"], "--judge", "model-judge folder")
+    for key, low in (("limit", 0), ("benign_limit", -1), ("ppl_tokens", 0), ("ppl_window", 2),
+                     ("max_new_tokens", 1), ("batch_size", 1), ("threads", 1)):
+        at_least(o[key], low, "--" + key.replace("_", "-"))
+    if o["ppl_tokens"] and o["ppl_tokens"] < o["ppl_window"]:
+        raise UsageError(f"--ppl-tokens {o['ppl_tokens']}: fewer than one --ppl-window ({o['ppl_window']}); "
+                         "raise it, or give 0 to skip perplexity")
+    need = "relative scales (--relative)" if relative else None
+    for c in protocol_cards(cards):
+        if any(s.method == "sparsify" for s in c.sites.values()):
+            need = f"card {c.name!r} (TEAL thresholds are calibrated on it)"
+    if need and not o["ppl_tokens"]:
+        raise UsageError(f"--ppl-tokens 0: {need} needs the perplexity text; give --ppl-tokens > 0")
+    return info

@@ -35,12 +35,18 @@ def bench(quick, scenario, backends, out_dir, reference, threads):
                                scenario_path, write_outputs)
     from privinf.report import table
 
+    from privinf import validate
+    from privinf.errors import UsageError
+
     torch.set_num_threads(threads)
     sc = load_scenario(scenario_path("quick" if quick else scenario))
+    validate.layer(sc.layer, validate.model(sc.model, option=f"{sc.path}: field 'model'"), f"{sc.path}: field 'layer'")
     if backends:
+        have = sorted({r.backend for r in sc.rows})
         sc = dataclasses.replace(sc, rows=tuple(r for r in sc.rows if r.backend in backends))
         if not sc.rows:
-            raise click.BadParameter(f"no grid rows for backend(s) {', '.join(backends)}", param_hint="--backend")
+            raise UsageError(f"--backend {', '.join(backends)}: scenario {sc.name} has no grid rows for it; "
+                             f"its backends: {', '.join(have)}")
     result = run_bench(sc)
     out_dir = out_dir or Path("results") / "bench" / f"{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = write_outputs(result, out_dir)

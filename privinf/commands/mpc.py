@@ -47,7 +47,15 @@ def party(rank, peer, cards, input_path, weights_path, model_name, layer, prompt
       privinf party --rank 0 --peer 127.0.0.1:29500 --card puma --model smollm2-135m-instruct
       privinf party --rank 1 --peer 127.0.0.1:29500 --card puma --model smollm2-135m-instruct
     """
+    from privinf import validate
+
+    validate.peer(peer)
+    validate.protocol_cards(cards, backend="crypten")
+    for value, option in ((timeout_s, "--timeout"), (protocol_timeout_s, "--protocol-timeout")):
+        validate.positive(value, option)
+    validate.at_least(threads, 1, "--threads")
     if model_name and rank in (0, 1) and not (input_path if rank == 0 else weights_path):
+        validate.layer(layer, validate.model(model_name))
         input_path, weights_path = _from_model(rank, model_name, layer, prompt, tokens, out_dir)
     if rank == 0 and not input_path:
         raise click.UsageError("rank 0 needs --input (the hidden states) or --model")

@@ -7,18 +7,6 @@ from pathlib import Path
 import click
 
 
-def _layers(value: str) -> list[int]:
-    from privinf.safety.config import parse_layers
-
-    try:
-        layers = parse_layers(value)
-        if layers is None:
-            raise ValueError(value)
-        return list(layers)
-    except ValueError:
-        raise click.BadParameter(f"expected layer indices like 0,1,2,3 or 0-3,15, got {value!r}") from None
-
-
 @click.command("profile")
 @click.option("--card", "card_names", multiple=True, required=True, help="protocol card (repeatable)")
 @click.option("--backend", default="plaintext", show_default=True,
@@ -51,27 +39,26 @@ def profile(card_names, backend, model_name, layers, tokens, chunk, seed, check,
       privinf profile --card bolt --card puma --check
       privinf profile --card iron --backend crypten --layers 0-3 --tokens 64
     """
+    from privinf import validate
+
+    info = validate.model(model_name)
+    chosen = validate.layer_list(layers, info)
+    for value, option in ((tokens, "--tokens"), (chunk, "--chunk"), (threads, "--threads")):
+        validate.at_least(value, 1, option)
+    validate.protocol_cards(card_names, backend=backend)
     import torch
 
-    from privinf.backends.base import UnsupportedCard, get_backend
     from privinf.models import load_model
     from privinf.errormodel import default_path, format_profile, profiles_table
     from privinf.profile import measure_profile
 
     torch.set_num_threads(threads)
-    try:
-        get_backend(backend)
-    except ValueError as exc:
-        raise click.ClickException(f"{exc}; use --backend plaintext (always available)") from None
     model, tok = load_model(model_name)
     done = []
     for name in card_names:
-        try:
-            prof = measure_profile(name, backend=backend, model=model, tok=tok, model_name=model_name,
-                                   layers=_layers(layers), tokens=tokens, chunk=chunk, seed=seed, check=check,
-                                   propagated=propagated)
-        except UnsupportedCard as exc:
-            raise click.ClickException(str(exc)) from None
+        prof = measure_profile(name, backend=backend, model=model, tok=tok, model_name=model_name,
+                               layers=chosen, tokens=tokens, chunk=chunk, seed=seed, check=check,
+                               propagated=propagated)
         path = prof.save(default_path(prof, out_dir))
         click.echo(format_profile(prof))
         click.echo(f"saved {path}\n")

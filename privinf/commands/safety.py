@@ -11,25 +11,14 @@ from pathlib import Path
 
 import click
 
+from privinf.errors import UsageError
+from privinf import validate
+
 COST = """\b
 Cost (default model, 1 thread on a shared 2-core CPU, measured): the defaults (32 harmful + 16 benign
 prompts, 64 new tokens, 4096 perplexity tokens) take about 100 s per configuration; a full run
 (--limit 0 --benign-limit -1: 200 HarmBench + 160 benign prompts) about 6 min per configuration.
 A sweep costs (scales x seeds + 1) configurations; generations are cached, so reruns are free."""
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _slug(text: str) -> str:
@@ -148,21 +137,22 @@ def eval_cmd(card, profile, mode, scale, relative, sites, layers, seed, compare_
       privinf safety eval --mode gaussian --scale 0.02 --site up --layers 0-3 --seed 1
       privinf safety eval --prompts my_prompts.txt --weights runs/quada-adapter
     """
-    from privinf.cards import protocol_card
-    from privinf.report import table
-    from privinf.safety import reports
-    from privinf.safety.config import parse_layers
-    from privinf.safety.runner import compare
-
     o = dict(o)
     kind = "exact" if card else "noise" if profile else mode or "clean"
     if sum(x is not None for x in (card, profile, mode)) > 1:
-        raise click.UsageError("give at most one of --card, --profile, --mode")
-    try:
-        cfg = _base(o, mode=kind, card=card, profile=profile, scale=scale, relative=relative,
-                    sites=tuple(sites) or ("up", "down"), layers=parse_layers(layers), seed=seed)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+        raise UsageError("give at most one of --card, --profile, --mode")
+    if mode is None and (scale is not None or relative):
+        raise UsageError(f"{'--scale' if scale is not None else '--relative'} needs --mode gaussian or --mode laplace")
+    info = validate.safety_options(o, relative=relative, cards=[card] if card else [])
+    validate.profile_file(profile)
+    cfg = _base(o, mode=kind, card=card, profile=profile, scale=scale, relative=relative,
+                sites=tuple(sites) or ("up", "down"), layers=validate.layers(layers, info), seed=seed)
+
+    from privinf.cards import protocol_card
+    from privinf.report import table
+    from privinf.safety import reports
+    from privinf.safety.runner import compare
+
     h = _harness(o)
     configs = [cfg.clean(), cfg] if cfg.perturbed and compare_clean else [cfg]
     results = [h.evaluate(c) for c in configs]
@@ -209,14 +199,14 @@ def sweep(site, scales, relative, dist, layers, seeds, **o):
     Example:
       privinf safety sweep --site up --scales 0.005,0.01,0.02 --layers 0-3 --limit 16 --seeds 0,1
     """
-    from privinf.safety import reports
-    from privinf.safety.config import layer_spec, parse_layers
+    o = dict(o)
+    info = validate.safety_options(o, relative=relative)
+    xs, sd, chosen = validate.numbers(scales, "--scales"), validate.integers(seeds), validate.layers(layers, info)
+
+    from privinf.safety.config import layer_spec
     from privinf.safety.runner import SITE_MODE, sweep as run_sweep
 
-    o = dict(o)
-    xs, sd = _floats(scales), _ints(seeds)
-    base = _base(o, mode=dist or SITE_MODE[site], scale=xs[0], relative=relative, sites=(site,),
-                 layers=parse_layers(layers))
+    base = _base(o, mode=dist or SITE_MODE[site], scale=xs[0], relative=relative, sites=(site,), layers=chosen)
     h = _harness(o)
     res = run_sweep(h, base, xs, sd, benign=bool(h.benign))
     res["meta"] = _meta(o, h)
@@ -276,15 +266,16 @@ def layers(scale, relative, dist, sites, layers, seeds, **o):
     Example:
       privinf safety layers --scale 0.5 --layers 0-7 --limit 16
     """
-    from privinf.safety.config import parse_layers
+    o = dict(o)
+    info = validate.safety_options(o, relative=relative)
+    cand, sd = validate.layer_list(layers, info), validate.integers(seeds)
+    base = _base(o, mode=dist, scale=validate.scales([scale], "--scale")[0], relative=relative,
+                 sites=tuple(sites) or ("up", "down"))
+
     from privinf.safety.runner import layer_sweep, sensitive_layers
 
-    o = dict(o)
     h = _harness(o)
-    n_layers = h.model.config.num_hidden_layers
-    cand = list(parse_layers(layers) or range(n_layers))
-    base = _base(o, mode=dist, scale=scale, relative=relative, sites=tuple(sites) or ("up", "down"))
-    res = layer_sweep(h, base, cand, _ints(seeds))
+    res = layer_sweep(h, base, cand, sd)
     chosen, rule = sensitive_layers(res)
     res["sensitive_layers"], res["sensitive_rule"] = chosen, rule
     res["meta"] = _meta(o, h)
@@ -319,18 +310,22 @@ def mva(candidate_layers, layer_scale, scales, relative, seeds, ppl_factor, **o)
     Example:
       privinf safety mva --candidate-layers 0-5 --scales 0.25,0.5,1 --limit 16 --seeds 0
     """
+    o = dict(o)
+    info = validate.safety_options(o, relative=relative)
+    cand = validate.layer_list(candidate_layers, info, "--candidate-layers")
+    xs, sd = validate.numbers(scales, "--scales"), validate.integers(seeds)
+    validate.scales([layer_scale], "--layer-scale")
+    validate.at_least(ppl_factor, 1, "--ppl-factor")
+
     from privinf.report import table
     from privinf.safety import reports
-    from privinf.safety.config import parse_layers
     from privinf.safety.runner import mva as run_mva
 
-    o = dict(o)
     h = _harness(o)
     card = _model_card(o["model_name"])
     fallback = list(card.sensitive_layers) if card else list(range(min(4, h.model.config.num_hidden_layers)))
     base = _base(o, mode="gaussian", scale=layer_scale, relative=relative)
-    res = run_mva(h, base, list(parse_layers(candidate_layers) or range(h.model.config.num_hidden_layers)),
-                  layer_scale, _floats(scales), _ints(seeds), fallback, ppl_factor)
+    res = run_mva(h, base, cand, layer_scale, xs, sd, fallback, ppl_factor)
     res["meta"] = _meta(o, h)
     res["paper"] = None if card is None else {"sensitive_layers": list(card.sensitive_layers),
                                               "mva_up_std": card.mva_up_std, "mva_down_b": card.mva_down_b}
@@ -382,6 +377,10 @@ def throughput(model_name, n, max_new_tokens, batch_size, threads):
     Example:
       privinf safety throughput --prompts 16 --max-new-tokens 32
     """
+    validate.model(model_name)
+    for value, option in ((n, "--prompts"), (max_new_tokens, "--max-new-tokens"), (batch_size, "--batch-size"),
+                          (threads, "--threads")):
+        validate.at_least(value, 1, option)
     import torch
 
     from privinf.models import load_model
