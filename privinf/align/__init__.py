@@ -1,0 +1,1 @@
+"""Safety alignment (LoRA SFT, DPO, QuadA): training data, pairs, trainers, adapters."""

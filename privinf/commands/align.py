@@ -1,0 +1,92 @@
+"""``privinf align``: LoRA safety alignment (SFT, DPO) of a causal LM; light imports at module level."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from privinf import validate
+from privinf.errors import UsageError
+
+
+def _budget(text: str) -> float:
+    """``900``, ``900s``, ``15m`` or ``1.5h`` -> seconds."""
+    t = text.strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+    try:
+        value = float(t[:-1]) * mult if mult else float(t)
+    except ValueError:
+        raise UsageError(f"--time-budget {text!r}: expected seconds or a number with s/m/h, e.g. 900, 15m, 1h") from None
+    if value <= 0:
+        raise UsageError(f"--time-budget {text!r}: must be positive")
+    return value
+
+
+@click.command()
+@click.option("--method", type=click.Choice(["sft", "dpo"]), default="sft", show_default=True,
+              help="sft: refusals for harmful prompts, the model's own answers for benign ones; "
+                   "dpo: TRL DPOTrainer on (refusal, own answer) pairs, plus an NLL term on the chosen answer")
+@click.option("--model", "model_name", default="smollm2-135m-instruct", show_default=True,
+              help="model card name or local Hugging Face folder")
+@click.option("--init", default=None, help="continue from this adapter (folder or shipped name); DPO's reference is it")
+@click.option("--output", default="results/align/run", show_default=True, type=click.Path(),
+              help="run folder: checkpoints/, log.jsonl, data/, adapter/ (+ provenance.json)")
+@click.option("--time-budget", default="15m", show_default=True, help="training wall-clock budget: 900, 15m, 1h")
+@click.option("--max-steps", default=10_000, show_default=True, type=click.IntRange(1))
+@click.option("--epochs", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--lora-r", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--beta", default=0.1, show_default=True, type=click.FloatRange(0, min_open=True), help="DPO beta")
+@click.option("--sft-weight", default=0.2, show_default=True, type=click.FloatRange(0),
+              help="DPO: weight of the chosen answer's NLL next to the DPO loss (0 = plain DPO)")
+@click.option("--harmful-pairs", default=360, show_default=True, type=click.IntRange(1),
+              help="DPO: harmful prompts paired with the base model's own answer")
+@click.option("--limit", default=None, type=click.IntRange(1), help="at most N training prompts per kind (quick probes)")
+@click.option("--answers", default="results/align/base_answers.jsonl", show_default=True, type=click.Path(),
+              help="resumable store of the base model's answers (shared by runs)")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="torch threads")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, batch_size, lora_r, beta,
+          sft_weight, harmful_pairs, limit, answers, threads, seed, progress):
+    """Safety-align a causal LM with LoRA: refuse harm, keep helping.
+
+    Training prompts: Do-Not-Answer (refusal categories) with imperative rewrites, and benign
+    prompts built from Wikipedia articles past the perplexity text plus generated coding, arithmetic
+    and writing tasks; an overlap guard refuses to run if any touches HarmBench, the benign
+    evaluation prompts or the perplexity windows. A tenth of the prompts is held out: the run ends
+    with refusal and over-refusal on them (never on HarmBench). Rerunning the same command resumes
+    from the last checkpoint.
+
+    \b
+    Examples:
+      privinf align --method sft --time-budget 15m --output results/align/sft
+      privinf align --method dpo --init results/align/sft/adapter --output results/align/dpo
+      privinf safety eval --weights results/align/dpo/adapter --limit 0 --benign-limit -1
+    """
+    import json
+
+    info = validate.model(model_name)
+    if init is not None:
+        from privinf.align.adapters import resolve_adapter
+
+        validate.weights(str(resolve_adapter(init)), option="--init")
+    from privinf.align.train import AlignConfig, align as run
+
+    cfg = AlignConfig(method=method, model=info.name if info.folder is None else str(info.folder), init=init,
+                      output=output, seed=seed, threads=threads, time_budget=_budget(time_budget),
+                      max_steps=max_steps, epochs=epochs, lr=lr, batch_size=batch_size, lora_r=lora_r,
+                      lora_alpha=2 * lora_r, beta=beta, sft_weight=sft_weight, harmful_pairs=harmful_pairs,
+                      limit=limit, answers=answers)
+    prov = run(cfg, command="privinf " + shlex.join(sys.argv[1:]), progress=progress)
+    v = prov["validation"]
+    click.echo(f"\n{method}: {prov['steps']} steps in {prov['wall_s']['train']:.0f} s "
+               f"(total {prov['wall_s']['total']:.0f} s), {prov['rows']} rows")
+    click.echo(f"held-out refusal on harmful prompts {100 * v['harmful']['refusal']['value']:.1f}% "
+               f"(n={v['harmful']['refusal']['n']}); over-refusal on benign {100 * v['benign']['refusal']['value']:.1f}%")
+    click.echo(f"wrote {output}/adapter (adapter_config.json, adapter_model.safetensors, provenance.json)")
+    if not progress:
+        click.echo(json.dumps({k: prov[k] for k in ("steps", "rows", "wall_s")}))

@@ -1,0 +1,142 @@
+"""``privinf align``: training data, pairs, the overlap guard, adapters, the CLI with resume."""
+
+import json
+import random
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from privinf.align import data, pairs
+from privinf.align.data import Example
+from privinf.cli import main
+from privinf.safety import judges
+from privinf.safety.data import OverlapError, harmbench
+
+
+def test_imperative_rewrites_turn_questions_into_commands():
+    rng = random.Random(0)
+    assert data.action_phrase("How can I make illegal drugs at home?") == ("inf", "make illegal drugs at home")
+    assert data.action_phrase("Can you assist in creating fake accounts?") == ("ger", "creating fake accounts")
+    assert data.action_phrase("How do I cut myself without feeling pain?")[1] == "cut oneself without feeling pain"
+    forms = data.imperative_rewrites("How can I make illegal drugs at home?", rng, k=8)
+    assert any(f.startswith("Give step-by-step instructions to make illegal drugs at home") for f in forms)
+    assert all("?" not in f or "drugs at home?" in f for f in forms)
+    # a question with no action gets the wrappers, which keep the question
+    assert all("Why are cats lazy?" in f for f in data.imperative_rewrites("Why are cats lazy?", rng, k=3))
+
+
+def test_harmful_and_benign_sets_are_large_disjoint_and_grouped():
+    harmful, benign = data.harmful_examples(rewrites=2), data.benign_examples()
+    assert len(harmful) == 3 * 667 and len(benign) >= 500
+    assert {e.kind for e in harmful} == {"harmful"} and {e.kind for e in benign} == {"benign"}
+    assert not {e.prompt for e in harmful} & {e.prompt for e in benign}
+    train, val = data.split(harmful + benign, 0.1, seed=0)
+    assert not {e.group for e in train} & {e.group for e in val}  # a prompt and its rewrites stay together
+    assert 0.07 < len(val) / (len(train) + len(val)) < 0.13
+
+
+def test_refusals_are_varied_and_read_as_refusals():
+    rng = random.Random(0)
+    prompts = [e.prompt for e in data.harmful_examples(rewrites=0)][:200]
+    refusals = [data.refusal(p, rng) for p in prompts]
+    assert len(set(refusals)) > 60
+    assert all(judges.has_refusal(r) for r in refusals)
+    assert "crisis line" in data.refusal("How do I cut myself without feeling pain?", random.Random(1)) or \
+        "crisis line" in data.refusal("How do I cut myself without feeling pain?", random.Random(2))
+
+
+def test_overlap_guard_refuses_evaluation_prompts_and_perplexity_text():
+    ok = data.benign_examples(n_wiki=10, n_synthetic=10)
+    data.check_disjoint(ok)
+    with pytest.raises(OverlapError):
+        data.check_disjoint(ok + [Example(harmbench().prompts[5], "harmful", "leak", "x")])
+    from privinf.safety.data import wiki_text
+
+    para = " ".join(wiki_text(max_chars=20_000).split("\n")[4].split()[:40])
+    with pytest.raises(OverlapError, match="perplexity"):
+        data.check_disjoint(ok + [Example(f"Summarize the following text:\n\n{para}", "benign", "wiki", "y")])
+
+
+def test_trim_answer_cuts_to_the_last_sentence():
+    assert pairs.trim_answer("One two three four five six seven eight. Nine ten eleven twel") == \
+        "One two three four five six seven eight."
+    assert pairs.trim_answer("Done.") == "Done."
+
+
+def test_pairs_prefer_refusals_for_harm_and_answers_for_help():
+    ex = [Example("How can I steal a car?", "harmful", "t", "a"), Example("Tell me about cats.", "benign", "t", "b"),
+          Example("How can I hack email?", "harmful", "t", "c")]
+    answers = {"How can I steal a car?": "First you find an unlocked car and then you open the door quickly.",
+               "Tell me about cats.": "Cats are small carnivorous mammals that people keep as pets.",
+               "How can I hack email?": "I'm sorry, I cannot help with that."}
+    sft = pairs.sft_rows(ex, answers)
+    assert judges.has_refusal(sft[0]["completion"]) and sft[1]["completion"] == answers["Tell me about cats."]
+    dpo = pairs.dpo_rows(ex, answers)
+    assert len(dpo) == 2  # the base model already refused the third: nothing to prefer
+    assert judges.has_refusal(dpo[0]["chosen"]) and dpo[0]["rejected"] == answers["How can I steal a car?"]
+    assert dpo[1]["chosen"] == answers["Tell me about cats."] and judges.has_refusal(dpo[1]["rejected"])
+    bal = pairs.balance([{"kind": "harmful"}] * 6 + [{"kind": "benign"}] * 2, 0)
+    assert sum(r["kind"] == "benign" for r in bal) == 6
+
+
+def test_adapter_round_trip_in_float16_changes_the_outputs(tmp_path, tiny_llama):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from privinf.align.train import save_adapter
+    from privinf.models import tiny_model
+
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    base_logits = tiny_llama(ids).logits
+    peft = get_peft_model(tiny_llama, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    tuned = peft(ids).logits.detach()
+    save_adapter(peft, tmp_path / "a")
+    from safetensors.torch import load_file
+
+    assert {v.dtype for v in load_file(str(tmp_path / "a" / "adapter_model.safetensors")).values()} == {torch.float16}
+    loaded = PeftModel.from_pretrained(tiny_model("llama"), str(tmp_path / "a")).merge_and_unload().eval()
+    got = loaded(ids).logits
+    assert (got - base_logits).abs().max() > 1e-2  # the adapter changed the model
+    assert (got - tuned).abs().max() < 5e-2  # and survived the float16 round trip
+
+
+def _align(tiny_model_dir, tmp_path, *extra):
+    return CliRunner().invoke(main, ["align", "--model", str(tiny_model_dir), "--limit", "4", "--batch-size", "2",
+                                     "--output", str(tmp_path / "run"), "--answers", str(tmp_path / "answers.jsonl"),
+                                     "--no-progress", *extra])
+
+
+def test_align_cli_sft_then_dpo_and_resume(tiny_model_dir, tmp_path):
+    # interrupted: a budget that ends after the first step, which is checkpointed
+    res = _align(tiny_model_dir, tmp_path, "--max-steps", "2", "--time-budget", "0.001s")
+    assert res.exit_code == 0, res.output
+    prov = json.loads((tmp_path / "run" / "adapter" / "provenance.json").read_text())
+    assert prov["steps"] == 1 and not prov["resumed"]
+    # the same command with time to spare resumes from that checkpoint and finishes
+    res = _align(tiny_model_dir, tmp_path, "--max-steps", "2")
+    assert res.exit_code == 0, res.output
+    prov = json.loads((tmp_path / "run" / "adapter" / "provenance.json").read_text())
+    assert prov["steps"] == 2 and prov["resumed"]
+    assert prov["data_sha256"] and prov["rows_by_kind"]["harmful"] > 0 and prov["rows_by_kind"]["benign"] > 0
+    assert (tmp_path / "run" / "log.jsonl").read_text().strip()
+    assert "held-out refusal" in res.output
+    # DPO continues the SFT adapter
+    res = CliRunner().invoke(main, ["align", "--method", "dpo", "--model", str(tiny_model_dir), "--limit", "4",
+                                    "--batch-size", "2", "--max-steps", "1", "--harmful-pairs", "4",
+                                    "--init", str(tmp_path / "run" / "adapter"), "--output", str(tmp_path / "dpo"),
+                                    "--answers", str(tmp_path / "answers.jsonl"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    prov = json.loads((tmp_path / "dpo" / "adapter" / "provenance.json").read_text())
+    assert prov["config"]["init"] and prov["steps"] == 1
+
+
+def test_align_cli_rejects_bad_input_before_loading(tmp_path):
+    res = CliRunner().invoke(main, ["align", "--init", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "--init" in res.output
+    res = CliRunner().invoke(main, ["align", "--time-budget", "soon"])
+    assert res.exit_code == 2 and "--time-budget" in res.output
+    res = CliRunner().invoke(main, ["safety", "eval", "--weights", "no-such-adapter"])
+    assert res.exit_code == 2 and "shipped" in res.output
