@@ -136,6 +136,9 @@ main.add_command(profile)
 from privinf.commands.safety import safety  # noqa: E402
 
 main.add_command(safety)
+from privinf.commands.align import align  # noqa: E402
+
+main.add_command(align)
 # --- end commands ---
 
 

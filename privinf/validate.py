@@ -136,7 +136,12 @@ def weights(path: str | Path | None, option: str = "--weights") -> Path | None:
     """A PEFT LoRA adapter folder: ``adapter_config.json`` and a ``.safetensors`` file."""
     if path is None:
         return None
-    folder = _folder(path, option, "adapter folder")
+    from privinf.align.adapters import resolve_adapter, shipped_adapters
+
+    if not resolve_adapter(path).is_dir() and "/" not in str(path):
+        raise UsageError(f"{option} {str(path)!r}: no such adapter folder and no shipped adapter by that name; "
+                         f"shipped: {', '.join(shipped_adapters()) or 'none'}")
+    folder = _folder(resolve_adapter(path), option, "adapter folder")
     if not (folder / "adapter_config.json").is_file():
         raise UsageError(f"{option}: {path} has no adapter_config.json; give a PEFT LoRA adapter folder "
                          "(adapter_config.json + adapter_model.safetensors)")

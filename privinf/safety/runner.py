@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from privinf.emulator.hookpoints import SITES
+from privinf.errormodel import HEADLINE
 from privinf.safety import judges, stats
 from privinf.safety.config import RunConfig, perturbation, prompt_key
 from privinf.safety.data import PromptSet
@@ -236,19 +238,19 @@ def pick_mva(sweep_result: dict, ppl_factor: float = 2.0) -> dict:
             "scales_within_ppl_limit": [p["scale"] for p in ok]}
 
 
-SITE_MODE = {"up": "gaussian", "down": "laplace"}  # the paper's error model at each site
+SITE_MODE = HEADLINE  # the paper's error model at each site
 
 
 def mva(h: Harness, base: RunConfig, layers: list[int], layer_scale: float, scales: list[float],
         seeds: list[int], fallback_layers: list[int], ppl_factor: float = 2.0) -> dict:
     """MVA search (paper Table 3): find sensitive layers with a per-layer sweep at ``layer_scale``
     (both sites), then sweep each site's scale on those layers and pick the peaks."""
-    lay = layer_sweep(h, base.with_(mode="gaussian", scale=layer_scale, sites=("up", "down")), layers, seeds)
+    lay = layer_sweep(h, base.with_(mode="gaussian", scale=layer_scale, sites=SITES), layers, seeds)
     chosen, rule = sensitive_layers(lay)
     if not chosen:
         chosen, rule = list(fallback_layers), rule + f"; used the model card's sensitive layers {fallback_layers}"
     sites = {}
-    for site in ("up", "down"):
+    for site in SITES:
         cfg = base.with_(mode=SITE_MODE[site], sites=(site,), layers=tuple(chosen), scale=scales[0])
         sw = sweep(h, cfg, scales, seeds, benign=False)
         sites[site] = {"sweep": sw, "mva": pick_mva(sw, ppl_factor)}
@@ -279,8 +281,10 @@ def load_harness(model: str, *, model_path=None, weights=None, harmful: str = "h
     if weights:
         from peft import PeftModel
 
+        from privinf.align.adapters import resolve_adapter
+
         # merged, so the result is a plain model whose module names the emulator's table knows
-        m = PeftModel.from_pretrained(m, str(weights)).merge_and_unload().eval()
+        m = PeftModel.from_pretrained(m, str(resolve_adapter(weights))).merge_and_unload().eval()
     bn = None if benign_limit == 0 else data.benign().head(benign_limit)
     ppl_ids = None
     if ppl_tokens:
