@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from privinf.cards import CardError, _read_toml, _Reader, protocol_card
+from privinf.cards import BACKENDS, DEFAULT_MODEL, protocol_card
+from privinf.tomlreader import CardError, TomlReader, read_toml
 from privinf.report import table
 
 
@@ -46,14 +47,14 @@ class Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Load and validate a bench scenario; errors name the file and the field."""
     path = Path(path)
-    r = _Reader(path, _read_toml(path))
+    r = TomlReader(path, read_toml(path))
     r.check_unknown({"name", "model", "layer", "tokens", "repeats", "baselines", "grid", "scaling", "extras"})
     tokens = tuple(int(t) for t in r.get("tokens", list, [16]))
     repeats = r.get("repeats", int, 3)
     rows = []
     for kind in ("grid", "scaling"):
         for i, item in enumerate(r.get(kind, list, [])):
-            g = _Reader(path, item, f"{kind}[{i}].")
+            g = TomlReader(path, item, f"{kind}[{i}].")
             g.check_unknown({"backend", "cards", "tokens", "repeats", "hidden_size", "intermediate_size"})
             cards = tuple(g.get("cards", list))
             for c in cards:
@@ -61,14 +62,14 @@ def load_scenario(path: str | Path) -> Scenario:
             hidden, inter = g.get("hidden_size", int, None), g.get("intermediate_size", int, None)
             if kind == "scaling" and (hidden is None or inter is None):
                 raise g.fail("hidden_size", "and intermediate_size are required in a [[scaling]] row")
-            rows.append(GridSpec(g.get("backend", str, choices=("plaintext", "crypten", "tenseal")), cards,
+            rows.append(GridSpec(g.get("backend", str, choices=BACKENDS), cards,
                                  tuple(int(t) for t in g.get("tokens", list, list(tokens))),
                                  g.get("repeats", int, repeats), hidden, inter, kind))
     if not rows:
         raise r.fail("grid", "must list at least one [[grid]] row")
     extras = r.sub("extras", {})
     extras.check_unknown(set(EXTRAS))
-    return Scenario(r.get("name", str), r.get("model", str, "smollm2-135m-instruct"), r.get("layer", int, 1),
+    return Scenario(r.get("name", str), r.get("model", str, DEFAULT_MODEL), r.get("layer", int, 1),
                     dict(r.get("baselines", dict, {})), tuple(rows), dict(extras.table), str(path))
 
 

@@ -11,12 +11,13 @@ Every validation failure raises :class:`CardError` naming the file, the field an
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privinf.errors import UsageError
+from privinf.emulator.hookpoints import ARCHITECTURES as HOOK_TABLE
+from privinf.emulator.hookpoints import SITES
+from privinf.tomlreader import CardError, TomlReader, read_toml
 
 # --------------------------------------------------------------------------------------------
 # where cards live
@@ -36,14 +37,6 @@ def data_dir(kind: str) -> Path:
     raise FileNotFoundError(f"privinf data folder {kind!r} not found (broken install?)")
 
 
-class CardError(UsageError):
-    """A card file is missing, malformed or names something privinf does not support."""
-
-    def __init__(self, path: Path | str, field_name: str, message: str):
-        self.path, self.field = str(path), field_name
-        super().__init__(f"{path}: field '{field_name}': {message}")
-
-
 # --------------------------------------------------------------------------------------------
 # protocol cards
 
@@ -55,7 +48,6 @@ QUANT_SCHEMES = ("symmetric", "asymmetric")
 BACKENDS = ("plaintext", "crypten", "tenseal")
 KINDS = ("exact", "mpc", "fhe", "sparsity", "quantization")
 COMPARISONS = ("exact", "sign-polynomial")
-SITES = ("up", "down")
 
 
 @dataclass(frozen=True)
@@ -173,72 +165,13 @@ class ProtocolCard:
         return backend in self.backends
 
 
-# --------------------------------------------------------------------------------------------
-# validation helpers
-
-
-class _Reader:
-    """Typed access to a TOML table that reports errors with the file and dotted field name."""
-
-    def __init__(self, path: Path, table: dict[str, Any], prefix: str = ""):
-        self.path, self.table, self.prefix = path, table, prefix
-
-    def _name(self, key: str) -> str:
-        return f"{self.prefix}{key}"
-
-    def fail(self, key: str, message: str) -> CardError:
-        return CardError(self.path, self._name(key), message)
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., choices=None):
-        if key not in self.table:
-            if default is ...:
-                raise self.fail(key, "is required")
-            return default
-        value = self.table[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.fail(key, f"must be {want}, got {type(value).__name__} {value!r}")
-        if choices is not None and value not in choices:
-            raise self.fail(key, f"is {value!r}; allowed: {', '.join(map(str, choices))}")
-        return value
-
-    def floats(self, key: str, default: Any = ...) -> tuple[float, ...]:
-        values = self.get(key, list, default)
-        if values is default and default is not ...:
-            return tuple(default)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise self.fail(key, f"must be a list of numbers, got {values!r}")
-        return tuple(float(v) for v in values)
-
-    def sub(self, key: str, default: Any = ...) -> "_Reader":
-        table = self.get(key, dict, {} if default is ... else default)
-        return _Reader(self.path, table, f"{self._name(key)}.")
-
-    def check_unknown(self, allowed: set[str]) -> None:
-        for key in self.table:
-            if key not in allowed:
-                raise self.fail(key, f"is not a known field; allowed: {', '.join(sorted(allowed))}")
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise CardError(path, "<file>", "does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CardError(path, "<file>", f"is not valid TOML ({exc})") from None
-
-
-def _segments(r: _Reader) -> tuple[Segment, ...]:
+def _segments(r: TomlReader) -> tuple[Segment, ...]:
     raw = r.get("segments", list)
     segs = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise r.fail(f"segments[{i}]", "must be a table with lo, hi, coeffs")
-        s = _Reader(r.path, item, f"{r.prefix}segments[{i}].")
+        s = TomlReader(r.path, item, f"{r.prefix}segments[{i}].")
         s.check_unknown({"lo", "hi", "coeffs", "abs_coeffs"})
         seg = Segment(s.get("lo", float), s.get("hi", float), s.floats("coeffs", ()), s.floats("abs_coeffs", ()))
         if not seg.lo < seg.hi:
@@ -254,7 +187,7 @@ def _segments(r: _Reader) -> tuple[Segment, ...]:
     return tuple(segs)
 
 
-def _activation(r: _Reader) -> ActivationSpec:
+def _activation(r: TomlReader) -> ActivationSpec:
     r.check_unknown({"method", "segments", "comparison", "sign", "fraction_bits", "derived_by",
                      "max_abs_error", "domain", "note"})
     method = r.get("method", str, choices=ACT_METHODS)
@@ -281,7 +214,7 @@ def _activation(r: _Reader) -> ActivationSpec:
     )
 
 
-def _site(r: _Reader) -> SiteSpec:
+def _site(r: TomlReader) -> SiteSpec:
     r.check_unknown({"method", "sparsity", "bits", "scheme"})
     method = r.get("method", str, "none", choices=SITE_METHODS)
     spec = SiteSpec(method=method, sparsity=r.get("sparsity", float, None),
@@ -299,7 +232,7 @@ def _site(r: _Reader) -> SiteSpec:
 def load_protocol_card(path: str | Path) -> ProtocolCard:
     """Load and validate one protocol card file."""
     path = Path(path)
-    r = _Reader(path, _read_toml(path))
+    r = TomlReader(path, read_toml(path))
     r.check_unknown({"name", "title", "kind", "backends", "citation", "description", "activations",
                      "rsqrt", "sites", "precision", "reference"})
     name = r.get("name", str)
@@ -340,7 +273,8 @@ def load_protocol_card(path: str | Path) -> ProtocolCard:
 # --------------------------------------------------------------------------------------------
 # model cards
 
-ARCHITECTURES = ("llama", "mistral", "mixtral", "qwen2", "phi3", "gemma", "gemma2", "gpt2")
+ARCHITECTURES = tuple(HOOK_TABLE)  # a model card may name any architecture the emulator can hook
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the model card every command uses unless told otherwise
 SOURCES = ("package-gguf", "huggingface")
 
 
@@ -368,7 +302,7 @@ class ModelCard:
 def load_model_card(path: str | Path) -> ModelCard:
     """Load and validate one model card file."""
     path = Path(path)
-    r = _Reader(path, _read_toml(path))
+    r = TomlReader(path, read_toml(path))
     r.check_unknown(set(ModelCard.__dataclass_fields__) - {"path"})
     name = r.get("name", str)
     if name != path.stem:

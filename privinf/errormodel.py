@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from privinf.cards import SITES
+from privinf.cards import SITES  # defined with the hookpoints; cards re-export it
 
 FORMAT = "privinf-profile/1"
 HEADLINE = {"up": "gaussian", "down": "laplace"}  # the paper's families per site

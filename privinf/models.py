@@ -15,11 +15,8 @@ from pathlib import Path
 
 import torch
 
-from privinf.cards import ModelCard, model_card
+from privinf.cards import DEFAULT_MODEL, ModelCard, model_card
 from privinf.errors import UsageError
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-
 
 class ModelNotAvailable(UsageError, FileNotFoundError):
     """The weights a model card names are not on this machine."""

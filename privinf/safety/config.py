@@ -12,9 +12,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
+from privinf.cards import DEFAULT_MODEL
+from privinf.emulator.hookpoints import MODES as EMULATOR_MODES
+from privinf.emulator.hookpoints import SITES
 from privinf.errors import LayerRangeError, UsageError
 
-MODES = ("clean", "exact", "noise", "gaussian", "laplace")
+MODES = ("clean", *EMULATOR_MODES)
 
 
 @dataclass(frozen=True)
@@ -23,14 +26,14 @@ class RunConfig:
     arithmetic), ``noise`` (a measured error profile), ``gaussian``/``laplace`` (explicit ``scale``:
     std / Laplace b). With ``relative`` the scale multiplies each site's measured clean std."""
 
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     weights: str | None = None
     mode: str = "clean"
     card: str | None = None
     profile: str | None = None
     scale: float | None = None
     relative: bool = False
-    sites: tuple[str, ...] = ("up", "down")
+    sites: tuple[str, ...] = SITES
     layers: tuple[int, ...] | None = None
     seed: int = 0
     max_new_tokens: int = 64
@@ -46,9 +49,9 @@ class RunConfig:
             raise UsageError(f"--mode {self.mode} needs a noise scale (--scale, >= 0)")
         if self.scale is not None and not 0 <= self.scale < float("inf"):
             raise UsageError(f"--scale {self.scale:g}: a noise scale must be a finite number >= 0")
-        bad = [s for s in self.sites if s not in ("up", "down")]
+        bad = [s for s in self.sites if s not in SITES]
         if bad:
-            raise UsageError(f"--site {', '.join(map(str, bad))} is unknown; allowed: up, down")
+            raise UsageError(f"--site {', '.join(map(str, bad))} is unknown; allowed: {', '.join(SITES)}")
 
     @property
     def perturbed(self) -> bool:
