@@ -139,6 +139,9 @@ main.add_command(safety)
 from privinf.commands.align import align  # noqa: E402
 
 main.add_command(align)
+from privinf.commands.generate import generate  # noqa: E402
+
+main.add_command(generate)
 # --- end commands ---
 
 

@@ -215,27 +215,45 @@ def rescale(a, w, product):
     return product.div(2 ** extra) if extra > 0 else product
 
 
-def mlp_block(x, w: Weights, meta: dict, card: ProtocolCard, meter: Meter):
-    """Shared x (T, C) -> shared (out, up site, down site) under ``card``."""
+def norm(x, weight, bias, count: int, eps: float, kind: str, card: ProtocolCard, meter: Meter):
+    """Shared x (T, C) -> the card's RMSNorm/LayerNorm of x, rounded to nearest at x's f bits."""
     crypten = import_crypten()
-    C, I, gated = meta["C"], meta["I"], meta["gated"]
     with meter.phase("norm"):
-        h = x - x.mean(dim=-1, keepdim=True) if meta["norm_kind"] == "layer" else x
-        ss = sum_of_squares(h) + C * meta["norm_eps"]  # (T, 1) sum of squares
+        h = x - x.mean(dim=-1, keepdim=True) if kind == "layer" else x
+        ss = sum_of_squares(h) + count * eps  # (T, 1) sum of squares
     with meter.phase("rsqrt"):
-        r, shift = scaled_rsqrt(ss, C, mpc_rsqrt_spec(card))
+        r, shift = scaled_rsqrt(ss, count, mpc_rsqrt_spec(card))
     with meter.phase("norm"):
         f = precision_bits(h)
         g = min(GUARD_BITS, f - 1)
         n = rescale(h, r, h * r)  # 2**shift h / rms at f bits: the raw value of h / rms at f + shift bits
         # label the left operand so CrypTen's truncation of the product by its scale leaves n w at
         # f + g bits, then round to nearest on the f-bit grid once, as the emulation's fp(n)
-        n.encoder = crypten.encoder.FixedPointEncoder(precision_bits=shift + precision_bits(w.norm_weight) - g)
-        n = round_nearest(n * w.norm_weight, g, f)  # (T, C): site before W_up
-        if w.norm_bias is not None:
-            n = n + w.norm_bias
+        n.encoder = crypten.encoder.FixedPointEncoder(precision_bits=shift + precision_bits(weight) - g)
+        n = round_nearest(n * weight, g, f)  # (T, C)
+        if bias is not None:
+            n = n + bias
+    return n
+
+
+def plain_matmul(a, w):
+    """CrypTen's Beaver matmul with a fresh triple (opens the masked weight every time)."""
+    return rescale(a, w, a.matmul(w))
+
+
+def mlp_block(x, w: Weights, meta: dict, card: ProtocolCard, meter: Meter, matmul=plain_matmul):
+    """Shared x (T, C) -> shared (out, up site, down site) under ``card``.
+
+    ``matmul(a, weight)``: CrypTen's own (default) or :func:`privinf.mpc.offline.block_matmul`
+    for weights prepared offline (:func:`privinf.mpc.offline.prepare_block`).
+    """
+    crypten = import_crypten()
+    C, I, gated = meta["C"], meta["I"], meta["gated"]
+    n = norm(x, w.norm_weight, w.norm_bias, C, meta["norm_eps"], meta["norm_kind"], card, meter)  # site before W_up
+    f = precision_bits(n)
+    g = min(GUARD_BITS, f - 1)
     with meter.phase("matmul"):
-        gu = rescale(n, w.w_in, n.matmul(w.w_in))  # (T, 2I) or (T, I)
+        gu = matmul(n, w.w_in)  # (T, 2I) or (T, I)
     spec = card.activation(meta["activation"])
     with meter.phase("activation"):
         if gated:
@@ -249,7 +267,7 @@ def mlp_block(x, w: Weights, meta: dict, card: ProtocolCard, meter: Meter):
         else:
             d = a
     with meter.phase("matmul"):
-        y = rescale(d, w.w_down, d.matmul(w.w_down))  # (T, C)
+        y = matmul(d, w.w_down)  # (T, C)
         if w.b_down is not None:
             y = y + w.b_down
         out = x + y

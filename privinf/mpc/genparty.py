@@ -1,0 +1,201 @@
+"""One party of private generation with the whole model, as its own OS process.
+
+``python -m privinf.mpc.genparty --rank 0 --peer HOST:PORT --card bolt --input ids.json --out DIR``
+(the client: token ids) and ``--rank 1 ... --model NAME_OR_FOLDER`` (the server: weights). The
+rendezvous, watchdogs and fault handling are :mod:`privinf.mpc.party`'s: a missing peer (exit 3),
+a port taken (4), a peer dying mid-protocol or a stalled run (5), mismatched settings (6), each one
+line on stderr. Offline: weights shared and masks opened once. Online: prefill, then one forward per
+new token with the KV cache in shares; party 0 writes ``result.json`` (tokens, offline and per-step
+cost) and ``progress`` after every step; with ``--check`` also the logits of every step and of a
+cache-free forward over the whole sequence, and layer 0's MLP block by today's path and by the
+offline/online path (``check.safetensors``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from privinf.mpc.party import (EXIT_CONFIG, EXIT_PROTOCOL, PartyConfig, PartyError, Watchdog, _connect, _die, _env,
+                               _exchange)
+
+
+def _stats(crypten) -> tuple[int, int]:
+    s = crypten.communicator.get().get_communication_stats()
+    return int(s["bytes"]), int(s["rounds"])
+
+
+class Clock:
+    """Wall time, bytes (this party's sent + received, as CrypTen counts) and rounds of a stretch."""
+
+    def __init__(self, crypten):
+        self.crypten, self.t, (self.b, self.r) = crypten, time.perf_counter(), _stats(crypten)
+
+    def read(self) -> dict:
+        b, r = _stats(self.crypten)
+        return {"wall_s": time.perf_counter() - self.t, "bytes": b - self.b, "rounds": r - self.r}
+
+
+def load_server_model(name: str, adapter: str | None = None):
+    """The server's model, with a PEFT LoRA adapter merged in when given."""
+    from privinf.models import load_model
+
+    model, _ = load_model(name)
+    if adapter:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
+    return model
+
+
+def _meta(cfg, args, weights, ids) -> dict:
+    if cfg.rank == 1:
+        return {"rank": 1, "card": args.card, "model": weights.meta}
+    return {"rank": 0, "card": args.card, "T": len(ids), "steps": args.max_new_tokens, "check": args.check}
+
+
+def run(args) -> dict:
+    from privinf.cards import protocol_card
+    from privinf.mpc.block import Meter, card_fraction_bits
+    from privinf.mpc.model import KVCache, check_model_card, forward, reveal_logits, share_model
+    from privinf.mpc.shim import import_crypten
+
+    torch.set_num_threads(args.threads)
+    cfg = PartyConfig(rank=args.rank, peer=args.peer, cards=(args.card,), out_dir=args.out,
+                      timeout_s=args.timeout, protocol_timeout_s=args.protocol_timeout, threads=args.threads)
+    card = protocol_card(args.card)
+    check_model_card(card)
+    weights = ids = None
+    if args.rank == 0:
+        ids = [int(i) for i in json.loads(Path(args.input).read_text())["ids"]]
+    else:
+        from privinf.errors import PrivinfError
+        from privinf.mpc.model import ModelWeights
+        try:
+            model = load_server_model(args.model, args.weights)
+            weights = ModelWeights.from_model(model)
+        except (PrivinfError, OSError, ValueError) as exc:
+            raise PartyError(f"rank 1: cannot use --model {args.model!r}: {str(exc).splitlines()[0]}",
+                             EXIT_CONFIG) from None
+        del model
+    _env(cfg)
+    crypten = import_crypten()
+    bits = card_fraction_bits(card)
+    overrides = {"communicator.verbose": True, "mpc.provider": "TFP", "encoder.precision_bits": bits}
+    with crypten.cfg.temp_override(overrides):
+        _connect(cfg, crypten)
+        dog = Watchdog(cfg.protocol_timeout_s, f"rank {cfg.rank}: generation did not finish within "
+                       f"{cfg.protocol_timeout_s:g} s (peer {cfg.peer} stalled?); raise --protocol-timeout",
+                       EXIT_PROTOCOL)
+        try:
+            metas = _exchange(crypten, _meta(cfg, args, weights, ids))
+            p0, p1 = metas
+            if p0["card"] != p1["card"]:
+                raise PartyError(f"the parties run different cards: {p0['card']} vs {p1['card']}", EXIT_CONFIG)
+            return _protocol(args, crypten, card, bits, p1["model"], p0, weights, ids,
+                             Meter, KVCache, share_model, forward, reveal_logits)
+        except RuntimeError as exc:
+            if isinstance(exc, PartyError):
+                raise
+            raise PartyError(f"rank {cfg.rank}: the peer went away mid-protocol ({str(exc).splitlines()[0]})",
+                             EXIT_PROTOCOL) from None
+        finally:
+            dog.cancel()
+
+
+def _protocol(args, crypten, card, bits, meta, p0, weights, ids, Meter, KVCache, share_model, forward,
+              reveal_logits) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meter = Meter()
+    clock = Clock(crypten)
+    shared = share_model(weights, meta, bits)
+    block0 = weights.layers[0].mlp if weights is not None else None  # for --check
+    del weights
+    offline = clock.read()
+    if os.environ.get("PRIVINF_FAULT_EXIT_RANK") == str(args.rank):  # tests: die after the offline phase
+        os._exit(9)
+    cache, tokens, steps, step_logits = KVCache(), [], [], []
+    feed, T = ids, p0["T"]
+    for step in range(p0["steps"]):
+        clock = Clock(crypten)
+        logits = reveal_logits(forward(shared, meta, feed, T, card, meter, cache, bits))
+        steps.append(clock.read())
+        if args.rank == 0:
+            nxt = int(logits[-1].argmax())
+            tokens.append(nxt)
+            step_logits.append(logits[-1])
+            feed = [nxt]
+            (out / "progress").write_text(json.dumps({"step": step + 1, "of": p0["steps"], **steps[-1]}))
+        T = 1
+    result = {"rank": args.rank, "card": card.name, "fraction_bits": bits, "prompt_tokens": p0["T"],
+              "tokens": tokens, "offline": offline, "steps": steps, "phases": meter.phases, "model": meta}
+    if args.rank == 0:
+        from safetensors.torch import save_file
+        save_file({"steps": torch.stack(step_logits).contiguous()}, str(out / "logits.safetensors"))
+    if p0["check"]:
+        _check(args, crypten, card, bits, meta, shared, ids, tokens, step_logits, block0, forward, reveal_logits,
+               KVCache, Meter)
+    return result
+
+
+def _check(args, crypten, card, bits, meta, shared, ids, tokens, step_logits, block, forward, reveal_logits, KVCache,
+           Meter):
+    """Evaluation only: cache-free logits of the whole sequence, and layer 0's MLP block two ways."""
+    from privinf.mpc.block import mlp_block, share_weights
+    from privinf.mpc.model import mlp_meta
+    from privinf.mpc.offline import block_matmul, prepare_block
+
+    n = (len(ids) + len(tokens) - 1) if args.rank == 0 else None
+    n = int(_exchange(crypten, {"n": n})[0]["n"])
+    seq = (ids + tokens)[:n] if args.rank == 0 else None
+    full = reveal_logits(forward(shared, meta, seq, n, card, Meter(), KVCache(), bits, all_positions=True))
+    x = crypten.cryptensor(torch.randn(5, meta["C"], generator=torch.Generator().manual_seed(1)), src=0)
+    mm = mlp_meta(meta)
+    today = mlp_block(x, share_weights(block, mm, bits), mm, card, Meter())[0]
+    split = mlp_block(x, prepare_block(block, mm, bits), mm, card, Meter(), matmul=block_matmul)[0]
+    today, split = reveal_logits(today), reveal_logits(split)
+    if args.rank == 0:
+        from safetensors.torch import save_file
+        save_file({"steps": torch.stack(step_logits).contiguous(), "full": full.contiguous(),
+                   "block_today": today.contiguous(), "block_split": split.contiguous()},
+                  str(Path(args.out) / "check.safetensors"))
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(prog="python -m privinf.mpc.genparty", description=__doc__.splitlines()[0])
+    p.add_argument("--rank", type=int, choices=(0, 1), required=True)
+    p.add_argument("--peer", required=True, help="HOST:PORT where party 0 listens")
+    p.add_argument("--card", required=True)
+    p.add_argument("--input", help="rank 0: JSON {\"ids\": [...]}")
+    p.add_argument("--model", help="rank 1: model card name or local folder")
+    p.add_argument("--weights", help="rank 1: PEFT LoRA adapter folder merged into the model")
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--out", required=True)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--protocol-timeout", type=float, default=1800.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args(argv)
+    if (args.rank == 0) != bool(args.input) or (args.rank == 1) != bool(args.model):
+        p.error("rank 0 takes --input, rank 1 takes --model")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    try:
+        result = run(args)
+    except PartyError as exc:
+        _die(str(exc), exc.code)  # a broken process group aborts at exit (gloo): leave without teardown
+    (Path(args.out) / f"result-rank{args.rank}.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
