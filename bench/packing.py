@@ -7,7 +7,7 @@ Three measurements on one machine, in one run:
   naive   TenSEAL's ``ckks_vector.matmul``: one token per ciphertext, the up projection
           (576 -> 1536) on ``--naive-tokens`` tokens, N=8192 (depth 1 + TenSEAL's rotations).
   packed  the same projection on ``--tokens`` tokens packed 64 per ciphertext slot grid
-          (diagonal BSGS, privinf.backends.tenseal_circuit), N=8192, depth 1.
+          (diagonal BSGS, privinf.fhe.circuit), N=8192, depth 1.
   block   the whole MLP block (gate, up, NEXUS-core SiLU x up, down) on ``--tokens`` tokens
           with privinf's TenSEAL backend (N=16384, depth 6), client + server, bytes included.
 The naive block cost per token is estimated as 3 x its matmul (gate, up and down are all
@@ -45,9 +45,9 @@ def naive_matmul(w: torch.Tensor, xs: torch.Tensor) -> float:
 
 def packed_matmul(w: torch.Tensor, xs: torch.Tensor) -> float:
     """Seconds for the same projection with tokens packed into the slot grid (server side only)."""
-    from privinf.backends.tenseal_ckks import Client, Server, dump
-    from privinf.backends.tenseal_circuit import Layout
-    from privinf.backends.tenseal_params import choose_params
+    from privinf.fhe.circuit import Layout
+    from privinf.fhe.params import choose_params
+    from privinf.fhe.protocol import Client, Server, dump
 
     params = choose_params(1)
     layout = Layout.choose(params.slots, xs.shape[0], tuple(w.shape))

@@ -17,6 +17,7 @@ from typing import Any
 
 from privinf.emulator.hookpoints import ARCHITECTURES as HOOK_TABLE
 from privinf.emulator.hookpoints import SITES
+from privinf.errors import UsageError
 from privinf.tomlreader import CardError, TomlReader, read_toml
 
 # --------------------------------------------------------------------------------------------
@@ -35,6 +36,11 @@ def data_dir(kind: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"privinf data folder {kind!r} not found (broken install?)")
+
+
+class UnsupportedCard(UsageError):
+    """A backend cannot run this card (e.g. an FHE-only polynomial on MPC); each engine's
+    ``check_card`` (:mod:`privinf.mpc.check`, :mod:`privinf.fhe.check`) says why."""
 
 
 # --------------------------------------------------------------------------------------------

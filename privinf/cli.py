@@ -114,7 +114,7 @@ def demo(model_name, layer, card_names, prompt, tokens, backend, provider, timeo
     from privinf.demo import run_mpc_demo
 
     if backend == "tenseal":
-        from privinf.backends.tenseal_demo import run_tenseal_demo
+        from privinf.demo import run_tenseal_demo
 
         click.echo(run_tenseal_demo(model_name, layer, list(card_names), prompt, tokens, timeout_s))
         return

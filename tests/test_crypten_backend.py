@@ -14,7 +14,9 @@ import torch
 
 from conftest import assert_close
 from privinf.backends.base import UnsupportedCard, get_backend
-from privinf.backends.crypten_mpc import FRACTION_BITS, CrypTenBackend, MPCRunError
+from privinf.backends.crypten_mpc import CrypTenBackend
+from privinf.mpc.block import DEFAULT_FRACTION_BITS as FRACTION_BITS
+from privinf.mpc.launch import MPCRunError
 from privinf.cards import protocol_card
 
 MPC_CARDS = ["crypten", "iron", "bolt", "bumblebee", "puma", "exact"]
@@ -116,7 +118,7 @@ def _party(rank, peer, tmp_path, timeout=2.0, extra=()):
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_missing_peer_times_out_naming_the_address(rank, tmp_path):
-    from privinf.backends.crypten_mpc import free_port
+    from privinf.mpc.launch import free_port
 
     peer = f"127.0.0.1:{free_port()}"
     start = time.monotonic()

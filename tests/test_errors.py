@@ -212,7 +212,7 @@ def test_debug_shows_the_traceback(loads, monkeypatch):
 
 def test_error_family():
     from privinf.backends.crypten_mpc import MPCRunError
-    from privinf.backends.tenseal_params import DepthError
+    from privinf.fhe.params import DepthError
     from privinf.cards import CardError
     from privinf.emulator import HookpointError
     from privinf.errors import PrivinfError, RuntimeFault, UsageError

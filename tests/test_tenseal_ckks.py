@@ -9,9 +9,9 @@ from conftest import assert_close  # noqa: E402
 
 from privinf.approx.ops import CardOps  # noqa: E402
 from privinf.backends.base import UnsupportedCard, get_backend  # noqa: E402
-from privinf.backends.tenseal_ckks import Client, Server, plan  # noqa: E402
-from privinf.backends.tenseal_circuit import Layout  # noqa: E402
-from privinf.backends.tenseal_params import DepthError, block_depth, choose_params  # noqa: E402
+from privinf.fhe.circuit import Layout  # noqa: E402
+from privinf.fhe.params import DepthError, block_depth, choose_params  # noqa: E402
+from privinf.fhe.protocol import Client, Server, plan  # noqa: E402
 from privinf.cards import protocol_card  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def test_layout_round_trip_and_multi_block_matmul():
     server = Server(client.public_bundle())
     xs = server.load(client.encrypt(x))
     ys = server.ev.matmul(xs, w, layout, bias)
-    from privinf.backends.tenseal_ckks import dump
+    from privinf.fhe.protocol import dump
     got = client.decrypt(dump(ys), 9, 70)
     assert_close(got, x @ w.T + bias, 1e-4, "packed matmul")  # float32 outputs of size ~20
 
@@ -139,7 +139,7 @@ def test_two_process_demo_on_a_tiny_local_model(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from privinf.backends.tenseal_demo import run_tenseal_demo
+    from privinf.demo import run_tenseal_demo
     from privinf.models import tiny_model
 
     tiny_model("llama").save_pretrained(tmp_path)

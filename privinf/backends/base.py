@@ -13,13 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from privinf.approx.ops import CardOps
 from privinf.blocks import BlockOutput, MLPBlock
-from privinf.cards import ProtocolCard
+from privinf.cards import ProtocolCard, UnsupportedCard
 from privinf.errors import UsageError
-
-
-class UnsupportedCard(UsageError):
-    """This backend cannot run this card (e.g. an FHE-only polynomial on MPC)."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +60,10 @@ class Backend(abc.ABC):
         """Raise :class:`UnsupportedCard` with a reason if this backend cannot run ``card``."""
 
     @abc.abstractmethod
-    def run(self, block: MLPBlock, x: torch.Tensor, card: ProtocolCard, **options) -> BlockResult:
-        """Evaluate ``block`` on hidden states ``x`` (T, C) under ``card``."""
+    def run(self, block: MLPBlock, x: torch.Tensor, card: ProtocolCard, *, ops: CardOps | None = None,
+            **options) -> BlockResult:
+        """Evaluate ``block`` on hidden states ``x`` (T, C) under ``card``. ``ops`` carries plaintext
+        calibration (TEAL thresholds); backends whose cards need none accept and ignore it."""
 
     def supports(self, card: ProtocolCard) -> bool:
         try:

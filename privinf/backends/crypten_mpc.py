@@ -14,23 +14,20 @@ plus CrypTen's Newton iteration. Costs come from CrypTen's own communicator coun
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from privinf.backends.base import Backend, BlockResult, CostReport, UnsupportedCard
+from privinf.backends.base import Backend, BlockResult, CostReport
 from privinf.blocks import BlockOutput, MLPBlock
 from privinf.cards import ProtocolCard
-from privinf.errors import RuntimeFault
+from privinf.mpc.block import DEFAULT_FRACTION_BITS
+from privinf.mpc.check import check_card
+from privinf.mpc.launch import MPCRunError, free_port, launch, party_command  # noqa: F401 (MPCRunError: what run raises)
 
-FRACTION_BITS, RING_BITS = 16, 64  # CrypTen's defaults; a run uses the card's fraction bits
-MPC_METHODS = ("exact", "piecewise", "fixed-point-tanh", "crypten-native")
+RING_BITS = 64  # CrypTen's int64 ring; a run uses the card's fraction bits (default DEFAULT_FRACTION_BITS)
 
 TRUST = {
     "tfp": ("semi-honest 2PC with a trusted first party: party 0 generates every Beaver triple itself "
@@ -39,86 +36,6 @@ TRUST = {
     "ttp": ("semi-honest 2PC with a trusted third party: a third process deals the Beaver triples; "
             "inputs and weights stay hidden as long as no two of the three processes collude"),
 }
-
-
-def check_card(card: ProtocolCard) -> None:
-    """Raise :class:`UnsupportedCard` with the reason MPC cannot run ``card``."""
-    if not card.runs_on("crypten"):
-        why = {"fhe": "its approximations are CKKS polynomials with sign-polynomial interval tests (an FHE "
-                      "technique; run it on the tenseal backend)",
-               "sparsity": "it sparsifies activations with thresholds calibrated in the clear",
-               "quantization": "it fake-quantizes activations per token, which needs plaintext min/max"}
-        raise UnsupportedCard(f"card {card.name!r} cannot run on the crypten backend: "
-                              f"{why.get(card.kind, 'its card does not list the crypten backend')} "
-                              f"(backends: {', '.join(card.backends)})")
-    for name, spec in card.activations.items():
-        if spec.method not in MPC_METHODS:
-            raise UnsupportedCard(f"card {card.name!r}: {name} method {spec.method!r} has no MPC evaluation")
-        if spec.method == "piecewise" and spec.comparison != "exact":
-            raise UnsupportedCard(f"card {card.name!r}: {name} uses {spec.comparison} interval tests; "
-                                  "MPC compares exactly")
-    for site, spec in card.sites.items():
-        if spec.method != "none":
-            raise UnsupportedCard(f"card {card.name!r}: site {site!r} transform {spec.method!r} is not an MPC protocol")
-
-
-class MPCRunError(RuntimeFault):
-    """A party process failed; the message carries each party's own error."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def party_command(rank: int, peer: str, cards, out_dir, *, input_path=None, weights_path=None, provider="tfp",
-                  timeout_s=60.0, protocol_timeout_s=600.0, threads=1, repeat=1) -> list[str]:
-    cmd = [sys.executable, "-m", "privinf.cli", "party", "--rank", str(rank), "--peer", peer, "--out", str(out_dir),
-           "--provider", provider, "--timeout", str(timeout_s), "--protocol-timeout", str(protocol_timeout_s),
-           "--threads", str(threads), "--repeat", str(repeat)]
-    for c in cards:
-        cmd += ["--card", c]
-    if input_path:
-        cmd += ["--input", str(input_path)]
-    if weights_path:
-        cmd += ["--weights", str(weights_path)]
-    return cmd
-
-
-def launch(commands: list[list[str]], deadline_s: float, workdir: Path) -> None:
-    """Start every party, wait for all; on a failure give the rest 10 s, then stop them and raise."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    procs, logs = [], []
-    for i, cmd in enumerate(commands):
-        log = open(workdir / f"rank{i}.log", "w+")
-        logs.append(log)
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
-    end = time.monotonic() + deadline_s
-    failed_at = None
-    try:
-        while any(p.poll() is None for p in procs):
-            if failed_at is None and any(p.returncode not in (None, 0) for p in procs):
-                failed_at = time.monotonic()
-            if time.monotonic() > end or (failed_at is not None and time.monotonic() > failed_at + 10):
-                break
-            time.sleep(0.05)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for log in logs:
-            log.close()
-    codes = [p.returncode for p in procs]
-    if any(codes):
-        tails = []
-        for i, code in enumerate(codes):
-            text = (workdir / f"rank{i}.log").read_text().strip().splitlines()
-            msg = next((line for line in reversed(text) if line.startswith("privinf party:")), None)
-            msg = msg or (text[-1] if text else "(no output)")
-            tails.append(f"rank {i} exit {code}: {msg}")
-        raise MPCRunError("two-party run failed: " + "; ".join(tails))
 
 
 class CrypTenBackend(Backend):
@@ -187,6 +104,6 @@ class CrypTenBackend(Backend):
                             for p in per_party),
             extra={"rsqrt": phases.get("rsqrt"), "activation": phases.get("activation"), "phases": phases,
                    "provider": self.provider, "trust": self.trust,
-                   "fraction_bits": p0.get("fraction_bits", FRACTION_BITS),
+                   "fraction_bits": p0.get("fraction_bits", DEFAULT_FRACTION_BITS),
                    "ring_bits": RING_BITS, "session_s": session_s},
         )

@@ -28,7 +28,6 @@ from privinf.mpc.compare import ltz
 from privinf.mpc.shim import import_crypten
 
 _GELU_C = math.sqrt(2.0 / math.pi)
-FRACTION_BITS = 16  # CrypTen's default; the backend overrides it per card
 
 
 def fraction_bits() -> int:

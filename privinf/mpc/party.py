@@ -147,7 +147,7 @@ def run(cfg: PartyConfig) -> list[dict]:
     if cfg.provider not in PROVIDERS:
         raise PartyError(f"--provider must be one of {', '.join(PROVIDERS)}, got {cfg.provider!r}", EXIT_CONFIG)
     cards = [protocol_card(c) for c in cfg.cards]  # fails before connecting on an unknown card
-    from privinf.backends.crypten_mpc import check_card
+    from privinf.mpc.check import check_card
     for card in cards:
         check_card(card)
     x = block = None

@@ -43,7 +43,7 @@ def poly_depth(degree: int, weighted: bool = False) -> int:
     """Levels to evaluate a degree-``degree`` polynomial (times one more ciphertext if ``weighted``).
 
     Every scalar coefficient multiply costs a level, so sum_k c_k x^k needs ceil(log2(d + 1)) and
-    (sum_k c_k x^k) * w needs ceil(log2(d + 2)) (the evaluator in tenseal_circuit reaches both).
+    (sum_k c_k x^k) * w needs ceil(log2(d + 2)) (the evaluator in privinf.fhe.circuit reaches both).
     """
     n = degree + 1 + int(weighted)
     return 0 if n <= 1 else math.ceil(math.log2(n))
@@ -60,7 +60,7 @@ def sign_depth(spec: ActivationSpec) -> int:
 
 
 def activation_depth(spec: ActivationSpec, weighted: bool = True) -> int:
-    """Levels of act(z) * w (``weighted``: gated MLP, w = up) as tenseal_circuit evaluates it."""
+    """Levels of act(z) * w (``weighted``: gated MLP, w = up) as privinf.fhe.circuit evaluates it."""
     pieces = [s for s in spec.segments if s.coeffs]
     deg = max((_degree(s.coeffs) for s in pieces), default=0)
     value = poly_depth(deg, weighted)
