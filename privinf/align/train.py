@@ -22,7 +22,11 @@ import torch
 from privinf.align import data, pairs
 from privinf.align.adapters import resolve_adapter
 
-METHODS = ("sft", "dpo")
+METHODS = ("sft", "dpo", "quada")  # quada: privinf.align.quada
+
+# validation perplexity text: between the evaluation windows (the first 4096 tokens, ~20k characters;
+# the overlap guard checks 300k) and the articles the benign prompts are built from (400k on)
+VAL_TEXT_OFFSET = 320_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,13 @@ class AlignConfig:
     save_steps: int = 20
     answers: str = "results/align/base_answers.jsonl"
     limit: int | None = None  # at most this many training prompts per kind (tests, quick probes)
+    # QuadA (privinf.align.quada): the policy forward under MVA noise, reference clean, clustering term
+    perturb: str = "mva"  # "none": no noise (with cluster_weight 0: plain DPO)
+    mva: str | None = None  # e.g. "up:gaussian:0.05,down:laplace:0.03", or an MVA JSON of `privinf safety mva`
+    relative: bool = False  # MVA scales multiply each (layer, site)'s clean std, measured on the init model
+    mva_scale: float = 1.0  # every MVA scale times this (Table 5's LA: 1.1)
+    perturb_layers: tuple[int, ...] | None = (0, 1, 2, 3)  # the first tau sensitive layers; None: every layer
+    cluster_weight: float = 0.1  # lambda of the clustering term
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -77,7 +88,7 @@ def _answer_prompts(cfg: AlignConfig, train: list, val: list) -> list[str]:
     import random
 
     need = [e.prompt for e in train + val if e.kind == "benign"]
-    if cfg.method == "dpo":
+    if cfg.method in ("dpo", "quada"):
         harm = [e for e in train if e.kind == "harmful"]
         need += [e.prompt for e in random.Random(cfg.seed).sample(harm, min(cfg.harmful_pairs, len(harm)))]
     return need
@@ -128,7 +139,8 @@ def _args(cfg: AlignConfig, ckpt_dir: Path, n_rows: int) -> dict:
                 lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20), logging_steps=5,
                 save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed,
                 use_cpu=not torch.cuda.is_available(), report_to=[], max_length=cfg.max_length,
-                dataloader_num_workers=0, remove_unused_columns=True, disable_tqdm=False)
+                dataloader_num_workers=0, remove_unused_columns=True, disable_tqdm=False,
+                gradient_checkpointing=False)  # TRL turns it on; memory is no issue for LoRA on small models, time is
 
 
 def _trainer(cfg: AlignConfig, model, tok, rows: list[dict], ckpt_dir: Path, callbacks):
@@ -138,13 +150,19 @@ def _trainer(cfg: AlignConfig, model, tok, rows: list[dict], ckpt_dir: Path, cal
     if cfg.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**_args(cfg, ckpt_dir, len(rows)), completion_only_loss=True)
+        # batches of similar length: the prompts range from 20 to 250 tokens and padding is CPU time
+        args = SFTConfig(**_args(cfg, ckpt_dir, len(rows)), completion_only_loss=True,
+                         train_sampling_strategy="group_by_length")
         return SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks)
     from trl import DPOConfig, DPOTrainer
 
     loss = ["sigmoid"] + (["sft"] if cfg.sft_weight > 0 else [])
     weights = [1.0] + ([cfg.sft_weight] if cfg.sft_weight > 0 else [])
     args = DPOConfig(**_args(cfg, ckpt_dir, len(rows)), beta=cfg.beta, loss_type=loss, loss_weights=weights)
+    if cfg.method == "quada":
+        from privinf.align.quada import quada_trainer
+
+        return quada_trainer(cfg, model, tok, rows, args, callbacks)
     return DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks)
 
 
@@ -169,6 +187,31 @@ def validate(model, tok, val: list, n: int, seed: int, batch_size: int = 16) -> 
         refused = [judges.has_refusal(r) for r in resp]
         out[kind] = {"refusal": stats.rate(refused).to_dict(),
                      "examples": [{"prompt": p[:200], "response": r[:200]} for p, r in list(zip(ps, resp))[:3]]}
+    out["ppl"] = validation_ppl(model, tok)
+    return out
+
+
+@torch.no_grad()
+def validation_ppl(model, tok, windows: int = 8, width: int = 256) -> dict:
+    """Perplexity on Wikipedia text used neither by the evaluation windows nor by the training
+    prompts (``VAL_TEXT_OFFSET``), with the adapter and, for a PEFT model, without it."""
+    from privinf.models import package_file
+    from privinf.safety.data import WIKI
+    from privinf.safety.runner import Harness
+
+    text = package_file(*WIKI).read_text(encoding="utf-8")[VAL_TEXT_OFFSET:VAL_TEXT_OFFSET + windows * width * 8]
+    ids = Harness.ppl_windows(tok, text, width, windows * width).to(model.device)
+
+    def ppl() -> float:
+        logits = model(input_ids=ids).logits.float()  # (W, L, V)
+        nll = -torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+        return float(nll.mean().exp())
+
+    out = {"tuned": ppl()}
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            out["base"] = ppl()
+        out["ratio"] = out["tuned"] / out["base"]
     return out
 
 
@@ -233,5 +276,7 @@ def align(cfg: AlignConfig, command: str = "", progress: bool = True) -> dict:
         "wall_s": {"data": round(t_data, 1), "train": round(t_train, 1), "total": round(time.perf_counter() - t0, 1)},
         "validation": val_metrics, "versions": _versions(), "log_history": trainer.state.log_history,
     }
+    if cfg.method == "quada":
+        prov["perturbation"] = trainer.provenance()
     (out / "adapter" / "provenance.json").write_text(json.dumps(prov, indent=2), encoding="utf-8")
     return prov

@@ -8,6 +8,7 @@ import sys
 import click
 
 from privinf import validate
+from privinf.commands.quada_options import quada_config, quada_options
 from privinf.errors import UsageError
 
 
@@ -25,9 +26,10 @@ def _budget(text: str) -> float:
 
 
 @click.command()
-@click.option("--method", type=click.Choice(["sft", "dpo"]), default="sft", show_default=True,
+@click.option("--method", type=click.Choice(["sft", "dpo", "quada"]), default="sft", show_default=True,
               help="sft: refusals for harmful prompts, the model's own answers for benign ones; "
-                   "dpo: TRL DPOTrainer on (refusal, own answer) pairs, plus an NLL term on the chosen answer")
+                   "dpo: TRL DPOTrainer on (refusal, own answer) pairs, plus an NLL term on the chosen answer; "
+                   "quada: dpo with the policy forward under MVA noise and a clustering term (needs --init)")
 @click.option("--model", "model_name", default="smollm2-135m-instruct", show_default=True,
               help="model card name or local Hugging Face folder")
 @click.option("--init", default=None, help="continue from this adapter (folder or shipped name); DPO's reference is it")
@@ -50,8 +52,9 @@ def _budget(text: str) -> float:
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="torch threads")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@quada_options
 def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, batch_size, lora_r, beta,
-          sft_weight, harmful_pairs, limit, answers, threads, seed, progress):
+          sft_weight, harmful_pairs, limit, answers, threads, seed, progress, **quada):
     """Safety-align a causal LM with LoRA: refuse harm, keep helping.
 
     Training prompts: Do-Not-Answer (refusal categories) with imperative rewrites, and benign
@@ -65,6 +68,7 @@ def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, 
     Examples:
       privinf align --method sft --time-budget 15m --output results/align/sft
       privinf align --method dpo --init results/align/sft/adapter --output results/align/dpo
+      privinf align --method quada --init smollm2-135m-safe --mva up:gaussian:0.05,down:laplace:0.03 --layers 0-3
       privinf safety eval --weights results/align/dpo/adapter --limit 0 --benign-limit -1
     """
     import json
@@ -74,13 +78,14 @@ def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, 
         from privinf.align.adapters import resolve_adapter
 
         validate.weights(str(resolve_adapter(init)), option="--init")
+    extra = quada_config(method, init, info, **quada)
     from privinf.align.train import AlignConfig, align as run
 
     cfg = AlignConfig(method=method, model=info.name if info.folder is None else str(info.folder), init=init,
                       output=output, seed=seed, threads=threads, time_budget=_budget(time_budget),
                       max_steps=max_steps, epochs=epochs, lr=lr, batch_size=batch_size, lora_r=lora_r,
                       lora_alpha=2 * lora_r, beta=beta, sft_weight=sft_weight, harmful_pairs=harmful_pairs,
-                      limit=limit, answers=answers)
+                      limit=limit, answers=answers, **extra)
     prov = run(cfg, command="privinf " + shlex.join(sys.argv[1:]), progress=progress)
     v = prov["validation"]
     click.echo(f"\n{method}: {prov['steps']} steps in {prov['wall_s']['train']:.0f} s "

@@ -1,0 +1,256 @@
+"""QuadA (perturbation-aware safety alignment): DPO whose policy forward runs under MVA noise.
+
+The loss (the paper's, from the authors' project page; privinf's choices marked *):
+
+    L = DPO(p_eps, p_0) + sft_weight * NLL_eps(chosen) + lambda * (1 - mean_{i<j} cos(f1_eps(x_i), f1_eps(x_j)))
+
+- ``p_eps``: the policy (the LoRA being trained, started from ``--init``) with noise at the MVA
+  added through the emulator's hooks (:func:`privinf.emulator.emulate`): only at the sites the
+  MVA names, only in the chosen layers (default the first tau sensitive layers), drawn fresh at
+  every forward (the emulator's generator is seeded once per context; each policy forward opens
+  its own context with a seed derived from (run seed, global step, micro-batch)).
+- ``p_0``: the reference, the ``--init`` adapter as it was (TRL's frozen ``ref`` adapter), run
+  with no hook attached: its log-probabilities are computed in :meth:`QuadATrainer.compute_loss`
+  *before* the noise hooks are registered and handed to TRL as precomputed reference log-probs.
+- ``f1_eps(x)``*: the output of decoder layer 0 (the residual stream after the first block,
+  perturbed when layer 0 is) at the last prompt token, the position whose state the first answer
+  token is predicted from; it depends on the prompt only (causal attention), so the chosen half
+  of each DPO batch gives one vector per prompt. ``i, j`` range over the batch's harmful prompts
+  (rows whose chosen answer is a refusal: ``kind == "harmful"`` in the training rows); a batch
+  with fewer than two has no clustering term.
+- The NLL term is the lead's RPO-style ``sft_weight`` of ``--method dpo``, under the same noise.
+
+``--perturb none`` removes the noise (with ``--cluster-weight 0`` the loss is plain DPO, the
+"+DPO" row and Table 5's NA); ``--mva-scale 1.1`` scales every MVA scale (Table 5's LA);
+``--layers all`` perturbs every layer; ``--cluster-weight 0`` drops the clustering term. Each
+component (dpo, sft, cluster) is logged with TRL's metrics, so it lands in ``log.jsonl``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from trl import DPOTrainer
+
+from privinf.safety.mvaspec import MVA
+
+CLUSTER_LAYER = 0  # f1: the output of this decoder layer, at the last prompt token
+_TERM_NAMES = {"sigmoid": "dpo", "sft": "sft"}
+
+
+@dataclass(frozen=True)
+class QuadASetup:
+    """What QuadA perturbs: ``mva`` (already multiplied by ``mva_scale``; None = no noise),
+    ``layers`` (None = every layer), the clustering weight, and the run seed for the noise."""
+
+    mva: MVA | None
+    layers: tuple[int, ...] | None
+    cluster_weight: float
+    seed: int = 0
+    mva_scale: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg) -> "QuadASetup":
+        from privinf.safety import mvaspec
+
+        mva = None
+        if cfg.perturb == "mva":
+            if not cfg.mva:
+                raise ValueError("QuadA with perturb='mva' needs mva= (e.g. 'up:gaussian:0.05,down:laplace:0.03')")
+            mva = mvaspec.parse(cfg.mva, relative=cfg.relative).scaled(cfg.mva_scale)
+        elif cfg.perturb != "none":
+            raise ValueError(f"perturb must be 'mva' or 'none', got {cfg.perturb!r}")
+        return cls(mva, cfg.perturb_layers, float(cfg.cluster_weight), cfg.seed, float(cfg.mva_scale))
+
+
+def cluster_loss(acts: torch.Tensor) -> torch.Tensor:
+    """1 - mean cosine similarity over all pairs i < j of the rows of ``acts`` (N, C); 0 for N < 2."""
+    n = acts.shape[0]
+    if n < 2:
+        return acts.sum() * 0.0
+    u = F.normalize(acts, dim=-1, eps=1e-12)  # (N, C)
+    i, j = torch.triu_indices(n, n, 1, device=acts.device)
+    return 1.0 - (u[i] * u[j]).sum(-1).mean()
+
+
+def last_prompt_positions(completion_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each row's last prompt token: one before its first completion token."""
+    return completion_mask.long().argmax(dim=1) - 1
+
+
+class _Term:
+    """A loss weight that also keeps the (detached) term it multiplies. TRL sums
+    ``term.mean() * weight`` over its loss types; a tensor times this object falls back to
+    ``__rmul__``, so each component is recorded exactly as TRL computed it, without copying TRL's
+    loss code."""
+
+    def __init__(self, weight: float, name: str, sink: dict):
+        self.weight, self.name, self.sink = float(weight), name, sink
+
+    def __rmul__(self, term: torch.Tensor) -> torch.Tensor:
+        self.sink[self.name] = term.detach()
+        return term * self.weight
+
+
+class QuadATrainer(DPOTrainer):
+    """TRL's DPOTrainer with QuadA's two changes.
+
+    A subclass, not a new trainer: DPO itself (pairs, tokenisation, the ``ref`` adapter copy,
+    the sigmoid + NLL losses, checkpoints) stays TRL's. What differs is only (1) the policy
+    forward runs inside the emulator's noise hooks while the reference stays clean, which needs
+    the reference pass moved out of TRL's ``_compute_loss`` (we compute it first, with no hooks,
+    and pass it in as precomputed reference log-probs), and (2) the loss gains the clustering
+    term on the perturbed first-layer activations, which needs a hook on decoder layer 0 during
+    that same forward and the batch's harmful flags (an extra ``harmful`` column)."""
+
+    def __init__(self, *args, quada: QuadASetup, site_std: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.quada, self.site_std = quada, site_std
+        if quada.mva is not None and quada.mva.relative and site_std is None:
+            raise ValueError("relative MVA scales need site_std (measure_site_std on the init model)")
+        # reference log-probs arrive in the batch (computed clean in compute_loss), as with TRL's precompute
+        self.precompute_ref_logps = True
+        self._terms: dict[str, torch.Tensor] = {}
+        self.loss_weights = [_Term(w, _TERM_NAMES.get(t, t), self._terms)
+                             for t, w in zip(self.loss_types, self.loss_weights, strict=True)]
+        self.data_collator = _WithHarmful(self.data_collator)
+        self.noise_calls: Counter = Counter()  # (layer, site) -> hook invocations, every policy forward
+        self.ref_passes = 0
+        self._step_seen, self._micro = -1, 0
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "harmful" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "harmful"]
+
+    # ------------------------------------------------------------------ noise
+    def forward_seed(self) -> int:
+        """A fresh seed per policy forward, reproducible from (run seed, global step, micro-batch)."""
+        step = self.state.global_step
+        if step != self._step_seen:
+            self._step_seen, self._micro = step, 0
+        self._micro += 1
+        return ((self.quada.seed * 1_000_003 + step) * 1_000_033 + self._micro) % (2**62)
+
+    @contextmanager
+    def perturbed(self, model, seed: int):
+        """The policy's forward context: MVA noise hooks (one ``emulate`` per noise family) and a
+        hook keeping decoder layer 0's output; yields ``{"f1": output, "handles": [...]}``."""
+        from privinf.emulator import emulate
+        from privinf.emulator.hookpoints import decoder_layers
+
+        base = _hf_model(self.accelerator.unwrap_model(model))
+        seen: dict = {"handles": []}
+        with ExitStack() as stack:
+            mva = self.quada.mva
+            for k, family in enumerate(sorted({f for _, f, _ in mva.noise}) if mva else []):
+                scale = {s: v for s, f, v in mva.noise if f == family}
+                layers = None if self.quada.layers is None else list(self.quada.layers)
+                seen["handles"].append(stack.enter_context(emulate(
+                    base, family, scale=scale, sites=tuple(scale), layers=layers, seed=seed + k,
+                    relative_to=self.site_std if mva.relative else None)))
+
+            def keep(_mod, _args, out):
+                seen["f1"] = out[0] if isinstance(out, tuple) else out
+
+            h = decoder_layers(base)[CLUSTER_LAYER].register_forward_hook(keep)
+            stack.callback(h.remove)
+            yield seen
+        for handle in seen["handles"]:
+            self.noise_calls.update(handle.calls_by_site)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        harmful = inputs.pop("harmful", None)
+        if "ref_chosen_logps" not in inputs:  # the reference: the init adapter, no hook attached
+            self.ref_passes += 1
+            inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = self.compute_ref_log_probs(model, inputs)
+        self._terms.clear()
+        with self.perturbed(model, self.forward_seed()) as seen:
+            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = out[0] if return_outputs else out
+        n_pairs = inputs["input_ids"].shape[0] // 2
+        pos = last_prompt_positions(inputs["completion_mask"][:n_pairs])
+        f1 = seen["f1"][:n_pairs][torch.arange(n_pairs, device=pos.device), pos]  # (B, C) chosen half
+        mask = torch.zeros(n_pairs, dtype=torch.bool) if harmful is None else harmful.bool().to(f1.device)
+        cluster = cluster_loss(f1[mask])
+        if self.quada.cluster_weight > 0:
+            loss = loss + self.quada.cluster_weight * cluster
+        mode = "train" if self.model.training else "eval"
+        for name, value in self._terms.items():
+            self._metrics[mode][f"loss_{name}"].append(float(value))
+        self._metrics[mode]["loss_cluster"].append(float(cluster.detach()))
+        self._metrics[mode]["harmful_per_batch"].append(int(mask.sum()))
+        self.last_terms = {**{k: float(v) for k, v in self._terms.items()}, "cluster": float(cluster.detach()),
+                           "total": float(loss.detach()), "harmful": int(mask.sum())}
+        return (loss, out[1]) if return_outputs else loss
+
+    # ------------------------------------------------------------------ provenance
+    def provenance(self) -> dict:
+        """The perturbation as trained (recorded in the adapter's provenance.json)."""
+        q, n_layers = self.quada, _hf_model(self.accelerator.unwrap_model(self.model)).config.num_hidden_layers
+        layers = list(range(n_layers)) if q.layers is None else list(q.layers)
+        table = {}
+        for s, f, v in (q.mva.noise if q.mva else ()):
+            for l in layers:
+                table[f"{l}:{s}"] = [f, v * (self.site_std[(l, s)] if q.mva.relative else 1.0)]
+        return {"perturb": "mva" if q.mva else "none", "mva": None if q.mva is None else q.mva.to_dict(),
+                "mva_scale": q.mva_scale, "scale": "relative" if q.mva and q.mva.relative else "absolute",
+                "sites": [] if q.mva is None else list(q.mva.sites), "layers": layers,
+                "tau": len(layers) if q.layers is not None else "all", "cluster_weight": q.cluster_weight,
+                "cluster_activation": f"output of decoder layer {CLUSTER_LAYER} at the last prompt token, "
+                                      "harmful prompts of each batch, all pairs",
+                "noise_per_layer_site": table,
+                "site_std": None if self.site_std is None else {f"{l}:{s}": v for (l, s), v in self.site_std.items()},
+                "noise": "drawn fresh at every policy forward; reference (init adapter) unperturbed",
+                "hook_calls": {f"{l}:{s}": n for (l, s), n in sorted(self.noise_calls.items())},
+                "reference_passes": self.ref_passes}
+
+
+class _WithHarmful:
+    """TRL's preference collator plus a (B,) bool ``harmful`` tensor from the rows' column."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, examples):
+        out = self.inner(examples)
+        if examples and "harmful" in examples[0]:
+            out["harmful"] = torch.tensor([bool(e["harmful"]) for e in examples])
+        return out
+
+
+def _hf_model(model):
+    """The Hugging Face model under a PEFT wrapper (its module names are the emulator's table's)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def measure_init_std(model, tok) -> dict:
+    """Clean std at every (layer, site) of the init model on the perplexity windows, the same
+    text and windows ``privinf safety mva --relative`` measured its scales on."""
+    from privinf.emulator import measure_site_std
+    from privinf.safety import data
+    from privinf.safety.runner import Harness
+
+    ids = Harness.ppl_windows(tok, data.wiki_text(max_chars=4096 * 8), 256, 4096)[:8]
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        return measure_site_std(_hf_model(model), [ids[i:i + 4].to(dev) for i in range(0, len(ids), 4)])
+
+
+def quada_trainer(cfg, model, tok, rows: list[dict], args, callbacks) -> QuadATrainer:
+    """The QuadA trainer for ``rows`` (``pairs.dpo_rows``) with TRL's DPO ``args``."""
+    from datasets import Dataset
+
+    from privinf.align import pairs
+
+    setup = QuadASetup.from_config(cfg)
+    site_std = measure_init_std(model, tok) if setup.mva is not None and setup.mva.relative else None
+    ds = Dataset.from_list([m | {"harmful": r["kind"] == "harmful"} for m, r in zip(pairs.as_messages(rows), rows)])
+    return QuadATrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks,
+                        quada=setup, site_std=site_std)

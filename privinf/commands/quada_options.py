@@ -1,0 +1,83 @@
+"""``privinf align --method quada`` options and their checks (light: click and the MVA parser only).
+
+Kept beside ``commands/align.py`` so that command gains one decorator and one call; what the
+options mean is in ``privinf/align/quada.py``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from privinf import validate
+from privinf.errors import UsageError
+
+DEFAULT_CLUSTER_WEIGHT = 0.1
+
+
+def quada_options(f):
+    opts = [
+        click.option("--mva", default=None,
+                     help="quada: noise at the MVA, 'up:gaussian:0.05,down:laplace:0.03' (site[:family]:scale), "
+                          "or the JSON `privinf safety mva` wrote (its sites, scales, absolute/relative, layers)"),
+        click.option("--relative", is_flag=True, help="quada: --mva scales multiply each (layer, site)'s clean std"),
+        click.option("--mva-scale", default=1.0, show_default=True, type=float,
+                     help="quada: every MVA scale times this (Table 5's LA: 1.1)"),
+        click.option("--layers", "perturb_layers", default=None,
+                     help="quada: layers perturbed, e.g. 0-3, or 'all' (default: the MVA JSON's sensitive "
+                          "layers, else the model card's, else 0-3)"),
+        click.option("--perturb", type=click.Choice(["mva", "none"]), default="mva", show_default=True,
+                     help="quada: 'none' trains without noise (plain DPO when --cluster-weight is 0: "
+                          "the +DPO row, Table 5's NA)"),
+        click.option("--cluster-weight", default=None, type=float,
+                     help=f"quada: lambda of the clustering term [default: {DEFAULT_CLUSTER_WEIGHT} with noise, "
+                          "0 with --perturb none]"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def quada_config(method: str, init, info, mva, relative, mva_scale, perturb_layers, perturb, cluster_weight) -> dict:
+    """AlignConfig keyword arguments for QuadA, checked; ``{}`` for other methods."""
+    given = [name for name, v in (("--mva", mva), ("--relative", relative), ("--layers", perturb_layers),
+                                  ("--cluster-weight", cluster_weight)) if v]
+    if method != "quada":
+        if given or mva_scale != 1.0 or perturb != "mva":
+            raise UsageError(f"{(given or ['--mva-scale/--perturb'])[0]} applies only to --method quada, "
+                             f"not --method {method}")
+        return {}
+    if init is None:
+        raise UsageError("--method quada needs --init: the aligned baseline adapter it starts from "
+                         "(and the unperturbed reference)")
+    if not (mva_scale > 0 and mva_scale < float("inf")):
+        raise UsageError(f"--mva-scale {mva_scale:g}: must be a finite number > 0")
+    if cluster_weight is not None and not (0 <= cluster_weight < float("inf")):
+        raise UsageError(f"--cluster-weight {cluster_weight:g}: must be a finite number >= 0")
+    spec, rel, layers = None, False, None
+    if perturb == "mva":
+        if not mva:
+            raise UsageError("--method quada needs --mva (e.g. up:gaussian:0.05,down:laplace:0.03 or the MVA "
+                             "JSON of `privinf safety mva`), or --perturb none")
+        from privinf.safety import mvaspec
+
+        m = mvaspec.parse(mva, relative=relative)
+        spec, rel, layers = m.spec(), m.relative, m.layers
+    elif mva or relative or mva_scale != 1.0:
+        raise UsageError("--perturb none adds no noise: drop --mva/--relative/--mva-scale")
+    if perturb_layers is not None:
+        layers = validate.layers(perturb_layers, info)  # None for 'all'
+    elif layers is None:
+        layers = default_layers(info)
+    elif info.depth is not None and max(layers) >= info.depth:
+        raise UsageError(f"--mva: its sensitive layers {list(layers)} are beyond {info.name} "
+                         f"({info.depth} decoder layers); give --layers")
+    weight = cluster_weight if cluster_weight is not None else (DEFAULT_CLUSTER_WEIGHT if perturb == "mva" else 0.0)
+    return dict(perturb=perturb, mva=spec, relative=rel, mva_scale=mva_scale,
+                perturb_layers=None if layers is None else tuple(layers), cluster_weight=weight)
+
+
+def default_layers(info) -> tuple[int, ...]:
+    """The model card's sensitive layers, else the first four (or fewer, for a shallow model)."""
+    if info.card is not None and info.card.sensitive_layers:
+        return tuple(info.card.sensitive_layers)
+    return tuple(range(min(4, info.depth or 4)))

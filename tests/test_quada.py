@@ -1,0 +1,168 @@
+"""QuadA (``privinf align --method quada``) and ``privinf safety compare`` on a tiny random model.
+
+The trainer is built through the lead's ``train._trainer`` on hand-made pairs (no data building,
+no base answers), so each test is one or two DPO forwards of a 2-layer model.
+"""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from privinf.align.quada import cluster_loss, last_prompt_positions
+
+ROWS = [
+    {"prompt": "w10 w11 w12 w13", "chosen": "w20 w21 w22", "rejected": "w30 w31 w32 w33", "kind": "harmful"},
+    {"prompt": "w14 w15 w16", "chosen": "w23 w24", "rejected": "w34 w35 w36", "kind": "harmful"},
+    {"prompt": "w17 w18 w19 w40 w41", "chosen": "w25 w26 w27", "rejected": "w37", "kind": "harmful"},
+    {"prompt": "w42 w43", "chosen": "w50 w51 w52 w53", "rejected": "w60 w61", "kind": "benign"},
+]
+
+
+@pytest.fixture
+def init_adapter(tiny_model_dir, tmp_path):
+    """A LoRA adapter with non-zero B (so the reference differs from the base model), saved."""
+    from peft import LoraConfig, get_peft_model
+
+    from privinf.align.train import save_adapter
+    from privinf.models import load_model
+
+    torch.manual_seed(0)
+    model, _ = load_model(str(tiny_model_dir))
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.2)
+    save_adapter(peft, tmp_path / "init")
+    return tmp_path / "init"
+
+
+def _cfg(tiny_model_dir, init_adapter, tmp_path, **kw):
+    from privinf.align.train import AlignConfig
+
+    base = dict(method="quada", model=str(tiny_model_dir), init=str(init_adapter), output=str(tmp_path / "q"),
+                batch_size=4, max_steps=1, max_length=64, mva="up:gaussian:0.5,down:laplace:0.3",
+                perturb_layers=(0,), cluster_weight=0.1)
+    return AlignConfig(**(base | kw))
+
+
+def _trainer(cfg, tmp_path):
+    from privinf.align.train import _lora, _trainer
+    from privinf.models import load_model
+
+    torch.manual_seed(0)
+    model, tok = load_model(cfg.model)
+    model = _lora(model, cfg)
+    model.train()
+    tr = _trainer(cfg, model, tok, ROWS, tmp_path / f"ckpt-{id(cfg)}", [])
+    batch = tr.data_collator([tr.train_dataset[i] for i in range(len(ROWS))])
+    return tr, batch
+
+
+def _loss(tr, batch):
+    return tr.compute_loss(tr.model, dict(batch))
+
+
+# ------------------------------------------------------------------------------------------ the perturbation
+
+
+def test_noise_reaches_only_chosen_layers_and_sites_never_the_reference(tiny_model_dir, init_adapter, tmp_path):
+    from privinf.emulator.hookpoints import decoder_layers
+
+    cfg = _cfg(tiny_model_dir, init_adapter, tmp_path, mva="up:gaussian:0.5", perturb_layers=(1,))
+    tr, batch = _trainer(cfg, tmp_path)
+    base = tr.model.get_base_model()
+    watched = [m for layer in decoder_layers(base) for m in (layer.post_attention_layernorm, layer.mlp.down_proj)]
+    seen_in_ref, real = [], tr.compute_ref_log_probs
+
+    def spy(model, inputs):  # during the reference pass no module of any layer carries a hook
+        seen_in_ref.append(sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in watched))
+        return real(model, inputs)
+
+    tr.compute_ref_log_probs = spy
+    losses = [float(_loss(tr, batch)) for _ in range(3)]
+    assert seen_in_ref == [0, 0, 0] and tr.ref_passes == 3
+    assert set(tr.noise_calls) == {(1, "up")} and tr.noise_calls[(1, "up")] == 3  # one per policy forward
+    assert len(set(losses)) == 3  # fresh noise at every forward
+    # the reference the loss used is the clean init adapter: the same as a trainer without noise computes
+    clean, cbatch = _trainer(replace(cfg, perturb="none", mva=None, cluster_weight=0.0), tmp_path)
+    inputs = {k: v for k, v in batch.items() if k != "harmful"}
+    ref_q = real(tr.model, inputs)
+    ref_c = clean.compute_ref_log_probs(clean.model, {k: v for k, v in cbatch.items() if k != "harmful"})
+    for a, b in zip(ref_q, ref_c):
+        torch.testing.assert_close(a, b)
+    # the noise changed the policy's loss; without noise the policy (the init adapter before any step)
+    # equals the reference, so the reference is the init adapter and not the base model
+    assert abs(float(_loss(clean, cbatch)) - losses[0]) > 1e-4
+    assert clean._metrics["train"]["rewards/chosen"][-1] == pytest.approx(0.0, abs=1e-4)
+    assert abs(tr._metrics["train"]["rewards/chosen"][-1]) > 1e-3
+
+
+def test_cluster_term_gradient_and_values():
+    x = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(cluster_loss, (x,))
+    v = torch.randn(1, 7, dtype=torch.float64)
+    assert float(cluster_loss(torch.cat([v, 2 * v, 3 * v]))) == pytest.approx(0.0, abs=1e-12)
+    assert float(cluster_loss(torch.cat([v, -v]))) == pytest.approx(2.0)
+    assert float(cluster_loss(v)) == 0.0  # fewer than two harmful prompts: no term
+    mask = torch.tensor([[0, 0, 0, 1, 1], [0, 1, 1, 0, 0]])
+    assert last_prompt_positions(mask).tolist() == [2, 0]
+
+
+# ------------------------------------------------------------------------------------------ ablation flags
+
+
+def test_perturb_none_without_cluster_is_plain_dpo(tiny_model_dir, init_adapter, tmp_path):
+    cfg = _cfg(tiny_model_dir, init_adapter, tmp_path, perturb="none", mva=None, cluster_weight=0.0)
+    tr, batch = _trainer(cfg, tmp_path)
+    dpo, dbatch = _trainer(replace(cfg, method="dpo"), tmp_path)
+    assert type(dpo).__name__ == "DPOTrainer"
+    q = _loss(tr, batch)
+    d = dpo.compute_loss(dpo.model, {k: v for k, v in dbatch.items() if k != "harmful"})
+    # equal up to float rounding: the reference comes from TRL's compute_ref_log_probs (its own
+    # precompute path) instead of the inline pass, which differs by ~1e-5 nats in the summed log-probs
+    torch.testing.assert_close(q, d, rtol=2e-4, atol=1e-6)
+    assert not tr.noise_calls
+    assert tr.last_terms["sft"] > 0 and tr.last_terms["harmful"] == 3
+    assert tr.last_terms["total"] == pytest.approx(tr.last_terms["dpo"] + cfg.sft_weight * tr.last_terms["sft"], rel=1e-5)
+
+
+def test_mva_scale_scales_the_noise(tiny_model_dir, init_adapter, tmp_path):
+    from privinf.emulator import capture_sites
+
+    cfg = _cfg(tiny_model_dir, init_adapter, tmp_path, mva="up:gaussian:0.5", perturb_layers=(0,))
+    tr1, _ = _trainer(cfg, tmp_path)
+    tr2, _ = _trainer(replace(cfg, mva_scale=1.1), tmp_path)
+    assert tr2.provenance()["noise_per_layer_site"]["0:up"] == ["gaussian", pytest.approx(0.55)]
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    base = tr1.model.get_base_model()
+    clean = capture_sites(base, ids, layers=[0], sites=("up",))[(0, "up")]
+    deltas = []
+    for tr in (tr1, tr2):
+        with tr.perturbed(tr.model, seed=7):
+            deltas.append(capture_sites(tr.model.get_base_model(), ids, layers=[0], sites=("up",))[(0, "up")] - clean)
+    torch.testing.assert_close(deltas[1], 1.1 * deltas[0], rtol=1e-4, atol=1e-5)
+    assert float(deltas[0].std()) == pytest.approx(0.5, rel=0.35)
+
+
+def test_layers_all_perturbs_every_layer_and_both_sites(tiny_model_dir, init_adapter, tmp_path):
+    tr, batch = _trainer(_cfg(tiny_model_dir, init_adapter, tmp_path, perturb_layers=None), tmp_path)
+    _loss(tr, batch)
+    assert set(tr.noise_calls) == {(0, "up"), (0, "down"), (1, "up"), (1, "down")}
+    prov = tr.provenance()
+    assert prov["layers"] == [0, 1] and prov["tau"] == "all" and prov["sites"] == ["up", "down"]
+
+
+def test_cluster_weight_adds_exactly_lambda_times_the_term(tiny_model_dir, init_adapter, tmp_path):
+    cfg = _cfg(tiny_model_dir, init_adapter, tmp_path)
+    off, b0 = _trainer(replace(cfg, cluster_weight=0.0), tmp_path)
+    on, b1 = _trainer(cfg, tmp_path)
+    l0, l1 = float(_loss(off, b0)), float(_loss(on, b1))  # same seed, step and micro-batch: same noise
+    term = on.last_terms["cluster"]
+    assert 0 < term < 2 and off.last_terms["cluster"] == pytest.approx(term)
+    assert l1 - l0 == pytest.approx(0.1 * term, rel=1e-4)
+    assert l0 == pytest.approx(off.last_terms["dpo"] + cfg.sft_weight * off.last_terms["sft"], rel=1e-5)
+    logged = on._metrics["train"]
+    assert {"loss_dpo", "loss_sft", "loss_cluster"} <= set(logged)
