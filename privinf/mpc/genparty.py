@@ -26,20 +26,21 @@ from privinf.mpc.party import (EXIT_CONFIG, EXIT_PROTOCOL, PartyConfig, PartyErr
                                _exchange)
 
 
-def _stats(crypten) -> tuple[int, int]:
+def _stats(crypten) -> tuple[int, int, float]:
     s = crypten.communicator.get().get_communication_stats()
-    return int(s["bytes"]), int(s["rounds"])
+    return int(s["bytes"]), int(s["rounds"]), float(s["time"])
 
 
 class Clock:
-    """Wall time, bytes (this party's sent + received, as CrypTen counts) and rounds of a stretch."""
+    """Wall time, bytes (this party's sent + received, as CrypTen counts), rounds and the time spent
+    in communication calls (sending, and waiting for the peer) over a stretch."""
 
     def __init__(self, crypten):
-        self.crypten, self.t, (self.b, self.r) = crypten, time.perf_counter(), _stats(crypten)
+        self.crypten, self.t, (self.b, self.r, self.c) = crypten, time.perf_counter(), _stats(crypten)
 
     def read(self) -> dict:
-        b, r = _stats(self.crypten)
-        return {"wall_s": time.perf_counter() - self.t, "bytes": b - self.b, "rounds": r - self.r}
+        b, r, c = _stats(self.crypten)
+        return {"wall_s": time.perf_counter() - self.t, "bytes": b - self.b, "rounds": r - self.r, "comm_s": c - self.c}
 
 
 def load_server_model(name: str, adapter: str | None = None):
@@ -56,7 +57,9 @@ def load_server_model(name: str, adapter: str | None = None):
 def _meta(cfg, args, weights, ids) -> dict:
     if cfg.rank == 1:
         return {"rank": 1, "card": args.card, "model": weights.meta}
-    return {"rank": 0, "card": args.card, "T": len(ids), "steps": args.max_new_tokens, "check": args.check}
+    score = bool(ids) and isinstance(ids[0], list)  # teacher-forced scoring of whole sequences
+    return {"rank": 0, "card": args.card, "T": len(ids), "steps": args.max_new_tokens, "check": args.check,
+            "lengths": [len(s) for s in ids] if score else None, "block": args.block or (5 if args.check else 0)}
 
 
 def run(args) -> dict:
@@ -72,7 +75,8 @@ def run(args) -> dict:
     check_model_card(card)
     weights = ids = None
     if args.rank == 0:
-        ids = [int(i) for i in json.loads(Path(args.input).read_text())["ids"]]
+        spec = json.loads(Path(args.input).read_text())
+        ids = [[int(i) for i in seq] for seq in spec["sequences"]] if "sequences" in spec else [int(i) for i in spec["ids"]]
     else:
         from privinf.errors import PrivinfError
         from privinf.mpc.model import ModelWeights
@@ -97,8 +101,8 @@ def run(args) -> dict:
             p0, p1 = metas
             if p0["card"] != p1["card"]:
                 raise PartyError(f"the parties run different cards: {p0['card']} vs {p1['card']}", EXIT_CONFIG)
-            return _protocol(args, crypten, card, bits, p1["model"], p0, weights, ids,
-                             Meter, KVCache, share_model, forward, reveal_logits)
+            result = _protocol(args, crypten, card, bits, p1["model"], p0, weights, ids,
+                               Meter, KVCache, share_model, forward, reveal_logits)
         except RuntimeError as exc:
             if isinstance(exc, PartyError):
                 raise
@@ -106,6 +110,8 @@ def run(args) -> dict:
                              EXIT_PROTOCOL) from None
         finally:
             dog.cancel()
+        crypten.uninit()
+    return result
 
 
 def _protocol(args, crypten, card, bits, meta, p0, weights, ids, Meter, KVCache, share_model, forward,
@@ -120,6 +126,9 @@ def _protocol(args, crypten, card, bits, meta, p0, weights, ids, Meter, KVCache,
     offline = clock.read()
     if os.environ.get("PRIVINF_FAULT_EXIT_RANK") == str(args.rank):  # tests: die after the offline phase
         os._exit(9)
+    if p0["lengths"]:
+        return _score(args, crypten, card, bits, meta, p0["lengths"], shared, ids, offline, meter, KVCache, forward,
+                      reveal_logits)
     cache, tokens, steps, step_logits = KVCache(), [], [], []
     feed, T = ids, p0["T"]
     for step in range(p0["steps"]):
@@ -138,33 +147,67 @@ def _protocol(args, crypten, card, bits, meta, p0, weights, ids, Meter, KVCache,
     if args.rank == 0:
         from safetensors.torch import save_file
         save_file({"steps": torch.stack(step_logits).contiguous()}, str(out / "logits.safetensors"))
+    saved = {}
     if p0["check"]:
-        _check(args, crypten, card, bits, meta, shared, ids, tokens, step_logits, block0, forward, reveal_logits,
-               KVCache, Meter)
+        saved["full"] = _check(args, crypten, card, bits, meta, shared, ids, tokens, step_logits, forward,
+                               reveal_logits, KVCache, Meter)
+    if p0["block"]:
+        result["block"], saved["block_today"], saved["block_split"] = block_costs(crypten, card, bits, meta, block0,
+                                                                                  p0["block"])
+    if saved and args.rank == 0:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in saved.items()}, str(out / "check.safetensors"))
     return result
 
 
-def _check(args, crypten, card, bits, meta, shared, ids, tokens, step_logits, block, forward, reveal_logits, KVCache,
-           Meter):
-    """Evaluation only: cache-free logits of the whole sequence, and layer 0's MLP block two ways."""
-    from privinf.mpc.block import mlp_block, share_weights
-    from privinf.mpc.model import mlp_meta
+def _score(args, crypten, card, bits, meta, lengths, shared, seqs, offline, meter, KVCache, forward, reveal_logits):
+    """Teacher-forced: one cache-free forward per sequence, logits of every position to party 0."""
+    out, steps, logits = Path(args.out), [], {}
+    for i, n in enumerate(lengths):
+        clock = Clock(crypten)
+        got = reveal_logits(forward(shared, meta, seqs[i] if seqs else None, n, card, meter, KVCache(), bits,
+                                    all_positions=True))
+        steps.append(clock.read())
+        if args.rank == 0:
+            logits[f"seq{i}"] = got.contiguous()
+            (out / "progress").write_text(json.dumps({"step": i + 1, "of": len(lengths), **steps[-1]}))
+    if args.rank == 0:
+        from safetensors.torch import save_file
+        save_file(logits, str(out / "logits.safetensors"))
+    return {"rank": args.rank, "card": card.name, "fraction_bits": bits, "prompt_tokens": lengths[0], "tokens": [],
+            "offline": offline, "steps": steps, "phases": meter.phases, "model": meta}
+
+
+def block_costs(crypten, card, bits, meta, block, rows: int):
+    """Layer 0's MLP block on ``rows`` tokens (random rows from party 0): today's path (a fresh
+    CrypTen triple per product, re-opening the masked weights) vs the offline/online split.
+    Returns ({"today", "offline", "online"} costs of this party, today's output, the split's output)."""
+    from privinf.mpc.block import Meter, encode, mlp_block, share_weights
+    from privinf.mpc.model import mlp_meta, reveal_logits
     from privinf.mpc.offline import block_matmul, prepare_block
 
+    mm = mlp_meta(meta)
+    x = crypten.cryptensor(encode(torch.randn(rows, meta["C"], generator=torch.Generator().manual_seed(1)), bits),
+                           src=0)
+    clock = Clock(crypten)
+    today = mlp_block(x, share_weights(block, mm, bits), mm, card, Meter())[0]
+    costs = {"today": clock.read()}
+    clock = Clock(crypten)
+    w = prepare_block(block, mm, bits)
+    costs["offline"] = clock.read()
+    clock = Clock(crypten)
+    split = mlp_block(x, w, mm, card, Meter(), matmul=block_matmul)[0]
+    costs["online"] = clock.read()
+    return costs, reveal_logits(today), reveal_logits(split)
+
+
+def _check(args, crypten, card, bits, meta, shared, ids, tokens, step_logits, forward, reveal_logits, KVCache,
+           Meter):
+    """Evaluation only: the cache-free logits of the whole sequence."""
     n = (len(ids) + len(tokens) - 1) if args.rank == 0 else None
     n = int(_exchange(crypten, {"n": n})[0]["n"])
     seq = (ids + tokens)[:n] if args.rank == 0 else None
-    full = reveal_logits(forward(shared, meta, seq, n, card, Meter(), KVCache(), bits, all_positions=True))
-    x = crypten.cryptensor(torch.randn(5, meta["C"], generator=torch.Generator().manual_seed(1)), src=0)
-    mm = mlp_meta(meta)
-    today = mlp_block(x, share_weights(block, mm, bits), mm, card, Meter())[0]
-    split = mlp_block(x, prepare_block(block, mm, bits), mm, card, Meter(), matmul=block_matmul)[0]
-    today, split = reveal_logits(today), reveal_logits(split)
-    if args.rank == 0:
-        from safetensors.torch import save_file
-        save_file({"steps": torch.stack(step_logits).contiguous(), "full": full.contiguous(),
-                   "block_today": today.contiguous(), "block_split": split.contiguous()},
-                  str(Path(args.out) / "check.safetensors"))
+    return reveal_logits(forward(shared, meta, seq, n, card, Meter(), KVCache(), bits, all_positions=True))
 
 
 def parse(argv=None):
@@ -181,6 +224,7 @@ def parse(argv=None):
     p.add_argument("--protocol-timeout", type=float, default=1800.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--check", action="store_true")
+    p.add_argument("--block", type=int, default=0, help="also run layer 0's MLP block on N rows both ways")
     args = p.parse_args(argv)
     if (args.rank == 0) != bool(args.input) or (args.rank == 1) != bool(args.model):
         p.error("rank 0 takes --input, rank 1 takes --model")
@@ -194,7 +238,9 @@ def main(argv=None) -> int:
     except PartyError as exc:
         _die(str(exc), exc.code)  # a broken process group aborts at exit (gloo): leave without teardown
     (Path(args.out) / f"result-rank{args.rank}.json").write_text(json.dumps(result))
-    return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # gloo may abort in interpreter teardown ("terminate called without an active exception")
 
 
 if __name__ == "__main__":

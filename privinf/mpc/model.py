@@ -252,7 +252,6 @@ def attention(x, L: SharedLayer, meta: dict, card: ProtocolCard, meter: Meter, c
 def forward(sm: SharedModel, meta: dict, ids: list[int] | None, T: int, card: ProtocolCard, meter: Meter,
             cache: KVCache, bits: int, all_positions: bool = False):
     """One forward of T new tokens (party 0 passes their ids) -> shared logits (1 or T, V)."""
-    crypten = import_crypten()
     V = meta["V"]
     positions = torch.arange(cache.length, cache.length + T)
     with meter.phase("embed"):

@@ -27,11 +27,14 @@ class GenerationResult:
     logits: torch.Tensor | None = None  # (steps, V): what party 0 learned, the last position of each forward
     check: dict[str, torch.Tensor] = field(default_factory=dict)  # with check=True (see genparty)
     phases: dict = field(default_factory=dict)
+    block: dict = field(default_factory=dict)  # with block > 0: layer 0's MLP block today vs split (genparty)
 
 
 def party_commands(peer: str, card: str, model: str, ids_path: Path, work: Path, max_new_tokens: int, timeout_s: float,
-                   protocol_timeout_s: float, threads: int, check: bool, weights: str | None = None) -> list[list[str]]:
+                   protocol_timeout_s: float, threads: int, check: bool, weights: str | None = None,
+                   block: int = 0) -> list[list[str]]:
     common = ["--peer", peer, "--card", card, "--max-new-tokens", str(max_new_tokens), "--timeout", str(timeout_s),
+              "--block", str(block),
               "--protocol-timeout", str(protocol_timeout_s), "--threads", str(threads)] + (["--check"] if check else [])
     base = [sys.executable, "-m", "privinf.mpc.genparty"]
     return [base + ["--rank", "0", "--input", str(ids_path), "--out", str(work / "p0")] + common,
@@ -42,12 +45,19 @@ def party_commands(peer: str, card: str, model: str, ids_path: Path, work: Path,
 def _merge(a: dict, b: dict) -> dict:
     """Both parties' counters -> wall = max, bytes = sent by both (CrypTen counts sent + received), rounds = max."""
     return {"wall_s": max(a["wall_s"], b["wall_s"]), "bytes": (a["bytes"] + b["bytes"]) // 2,
-            "rounds": max(a["rounds"], b["rounds"])}
+            "rounds": max(a["rounds"], b["rounds"]), "comm_s": max(a.get("comm_s", 0.0), b.get("comm_s", 0.0))}
 
 
-def generate_2pc(model: str, ids: list[int], card: str, max_new_tokens: int, *, port: int | None = None,
+def score_2pc(model: str, sequences: list[list[int]], card: str, **kw) -> tuple[list[torch.Tensor], GenerationResult]:
+    """Teacher-forced: the logits (len, V) of every position of each sequence (one connection, one offline)."""
+    res = generate_2pc(model, sequences, card, 1, **kw)
+    return [res.check[f"seq{i}"] for i in range(len(sequences))], res
+
+
+def generate_2pc(model: str, ids: list[int] | list[list[int]], card: str, max_new_tokens: int, *, port: int | None = None,
                  timeout_s: float = 60.0, protocol_timeout_s: float = 1800.0, threads: int = 1, check: bool = False,
-                 progress=None, workdir: str | Path | None = None, weights: str | None = None) -> GenerationResult:
+                 progress=None, workdir: str | Path | None = None, weights: str | None = None,
+                 block: int = 0) -> GenerationResult:
     """Generate ``max_new_tokens`` tokens after ``ids`` with ``model`` under ``card`` as a real 2PC.
 
     ``progress(step, of, record)`` is called from this thread as party 0 finishes each forward.
@@ -58,10 +68,12 @@ def generate_2pc(model: str, ids: list[int], card: str, max_new_tokens: int, *, 
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         ids_path = work / "ids.json"
-        ids_path.write_text(json.dumps({"ids": [int(i) for i in ids]}))
+        score = bool(ids) and isinstance(ids[0], list)
+        ids_path.write_text(json.dumps({"sequences": [[int(i) for i in s] for s in ids]} if score
+                                       else {"ids": [int(i) for i in ids]}))
         peer = f"127.0.0.1:{port or free_port()}"
         cmds = party_commands(peer, card, model, ids_path, work, max_new_tokens, timeout_s, protocol_timeout_s,
-                              threads, check, weights)
+                              threads, check, weights, block)
         failure: list[BaseException] = []
 
         def body():
@@ -88,11 +100,13 @@ def generate_2pc(model: str, ids: list[int], card: str, max_new_tokens: int, *, 
             raise failure[0]
         r0, r1 = (json.loads((work / f"p{r}" / f"result-rank{r}.json").read_text()) for r in (0, 1))
         from safetensors.torch import load_file
-        logits = load_file(str(work / "p0" / "logits.safetensors"))["steps"]
-        check_t = {}
-        if check:
-            check_t = load_file(str(work / "p0" / "check.safetensors"))
+        saved = load_file(str(work / "p0" / "logits.safetensors"))
+        logits = saved.get("steps")
+        check_t = {k: v for k, v in saved.items() if k != "steps"}
+        if (work / "p0" / "check.safetensors").exists():
+            check_t.update(load_file(str(work / "p0" / "check.safetensors")))
         return GenerationResult(tokens=r0["tokens"], logits=logits, offline=_merge(r0["offline"], r1["offline"]),
                                 steps=[_merge(a, b) for a, b in zip(r0["steps"], r1["steps"])],
                                 prompt_tokens=r0["prompt_tokens"], fraction_bits=r0["fraction_bits"], check=check_t,
-                                phases=r0["phases"])
+                                phases=r0["phases"],
+                                block={k: _merge(v, r1["block"][k]) for k, v in r0.get("block", {}).items()})
