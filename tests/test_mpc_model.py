@@ -181,3 +181,25 @@ def test_unknown_architecture_is_refused():
 
     with pytest.raises(UnsupportedModel, match="gpt2"):
         ModelWeights.from_model(tiny_model("gpt2"))
+
+
+def test_generate_command_plaintext_and_compare(tiny_model_dir):
+    from click.testing import CliRunner
+
+    from privinf.cli import main
+
+    args = ["generate", "--model", str(tiny_model_dir), "--backend", "plaintext", "--card", "bolt", "--no-chat",
+            "--prompt", "w3 w17 w5 w88", "--max-new-tokens", "3"]
+    res = CliRunner().invoke(main, args + ["--compare"])
+    assert res.exit_code == 0, res.output
+    assert "4 prompt tokens, 3 new tokens, backend plaintext" in res.output
+    assert "clean model" in res.output and "whole-model twin (bolt)" in res.output
+
+
+def test_generate_command_refuses_a_card_mpc_cannot_run(tiny_model_dir):
+    from click.testing import CliRunner
+
+    from privinf.cli import main
+
+    res = CliRunner().invoke(main, ["generate", "--model", str(tiny_model_dir), "--card", "nexus"])
+    assert res.exit_code != 0 and "nexus" in res.output and "Traceback" not in res.output
