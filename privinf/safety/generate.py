@@ -2,8 +2,9 @@
 
 Each finished batch is appended (one JSON line per prompt, flushed and fsynced) under the key
 (``RunConfig.key()``, prompt); ``generate`` skips prompts whose key is already stored, so a run
-that is interrupted resumes where it stopped and loses at most the batch in flight. A truncated
-last line (killed mid-write) is ignored on reading.
+that is interrupted resumes where it stopped and loses at most the batch in flight. Several
+processes may share one file (a lock around every append and read); a line cut short by a killed
+process is skipped with a warning and its prompt generated again.
 
 Noise is drawn per batch (the emulator's generator is seeded once per batch from the config seed
 and the batch's first prompt), so a prompt's response under noise can depend on its batch mates;
@@ -13,56 +14,13 @@ the stored response is the one every later report uses.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 from privinf.safety.config import RunConfig, perturbation, prompt_key
-
-
-class ResultsStore:
-    """Append-only JSONL of generations keyed by ``prompt_key(config, prompt)``."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._rows: dict[str, dict] = {}
-        if self.path.exists():
-            with self.path.open(encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut short by an interruption
-                    if isinstance(row, dict) and "key" in row:
-                        self._rows[row["key"]] = row
-
-    def get(self, config: RunConfig, prompt: str) -> dict | None:
-        return self._rows.get(prompt_key(config, prompt))
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def append(self, rows: list[dict]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            if f.tell() > 0:  # make sure a previous truncated line cannot swallow ours
-                with self.path.open("rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":
-                        f.write("\n")
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        for row in rows:
-            self._rows[row["key"]] = row
+from privinf.safety.store import ResultsStore
 
 
 def chat_texts(tokenizer, prompts: list[str]) -> list[str]:
@@ -143,7 +101,8 @@ def generate(model, tokenizer, config: RunConfig, prompts: list[str], store: Res
     keyword arguments of ``perturbation`` (``relative_to``, ``calibration``)."""
     from tqdm.auto import tqdm
 
-    todo = [p for p in dict.fromkeys(prompts) if store.get(config, p) is None]
+    store.refresh()  # rows other processes stored meanwhile
+    todo = [p for p in dict.fromkeys(prompts) if prompt_key(config, p) not in store]
     todo.sort(key=len, reverse=True)
     bar = tqdm(total=len(todo), desc=desc or config.label(), disable=not progress or not todo,
                unit="prompt", leave=False)
