@@ -134,6 +134,8 @@ from privinf.commands.profile import profile  # noqa: E402
 
 main.add_command(profile)
 from privinf.commands.safety import safety  # noqa: E402
+import privinf.commands.attack  # noqa: E402,F401  (registers `privinf safety attack` on the group above)
+import privinf.commands.compare  # noqa: E402,F401  (registers `privinf safety compare`)
 
 main.add_command(safety)
 from privinf.commands.align import align  # noqa: E402

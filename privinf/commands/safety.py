@@ -401,6 +401,3 @@ def throughput(model_name, n, max_new_tokens, batch_size, threads):
 
 for _cmd in (safety, eval_cmd, sweep, layers, mva):
     _cmd.help = inspect.cleandoc(_cmd.help or "") + "\n\n" + COST
-
-import privinf.commands.attack  # noqa: E402,F401  (registers `privinf safety attack`; see commands/attack.py)
-import privinf.commands.compare  # noqa: E402,F401  (registers `privinf safety compare`; see commands/compare.py)
