@@ -166,3 +166,109 @@ def test_cluster_weight_adds_exactly_lambda_times_the_term(tiny_model_dir, init_
     assert l0 == pytest.approx(off.last_terms["dpo"] + cfg.sft_weight * off.last_terms["sft"], rel=1e-5)
     logged = on._metrics["train"]
     assert {"loss_dpo", "loss_sft", "loss_cluster"} <= set(logged)
+
+
+# ------------------------------------------------------------------------------------------ CLI end to end
+
+
+def test_align_quada_then_safety_compare_cli(tiny_model_dir, init_adapter, tmp_path):
+    from privinf.cli import main
+
+    res = CliRunner().invoke(main, [
+        "align", "--method", "quada", "--model", str(tiny_model_dir), "--init", str(init_adapter),
+        "--mva", "up:gaussian:0.3,down:laplace:0.2", "--layers", "0", "--limit", "4", "--batch-size", "2",
+        "--max-steps", "1", "--harmful-pairs", "4", "--output", str(tmp_path / "q"),
+        "--answers", str(tmp_path / "answers.jsonl"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    pert = json.loads((tmp_path / "q" / "adapter" / "provenance.json").read_text())["perturbation"]
+    assert pert["layers"] == [0] and pert["tau"] == 1 and pert["sites"] == ["up", "down"]
+    assert pert["scale"] == "absolute" and pert["cluster_weight"] == 0.1 and pert["reference_passes"] >= 1
+    assert pert["noise_per_layer_site"] == {"0:up": ["gaussian", 0.3], "0:down": ["laplace", 0.2]}
+    assert set(pert["hook_calls"]) == {"0:up", "0:down"}
+    log = [json.loads(line) for line in (tmp_path / "q" / "log.jsonl").read_text().splitlines()]
+    assert any({"loss_dpo", "loss_sft", "loss_cluster"} <= set(r) for r in log)
+
+    common = ["--model", str(tiny_model_dir), "--mva", "up:gaussian:0.3", "--limit", "2", "--benign-limit", "2",
+              "--ppl-tokens", "64", "--ppl-window", "16", "--max-new-tokens", "4", "--batch-size", "2",
+              "--train-prompts", "", "--results", str(tmp_path / "res"), "--no-progress"]
+    adapter = str(tmp_path / "q" / "adapter")
+    res = CliRunner().invoke(main, ["safety", "compare", "--weights", "base=none", "--weights", f"quada={adapter}",
+                                    "--cards", "bolt,teal-25", "--seeds", "0,1", *common])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "res" / "safety"
+    data = json.loads((out / "compare-tiny-llama-base-quada.json").read_text())
+    mva = "MVA up gaussian 0.3 L0-1"
+    assert data["perturbations"] == ["clean", mva, "bolt", "teal-25"] and data["baseline"] == "quada"
+    cells = {(c["weights"], c["perturbation"]): c for c in data["cells"]}
+    assert len(cells) == 8
+    assert cells[("base", mva)]["seeds"] == [0, 1] and cells[("base", "bolt")]["seeds"] == [0]
+    assert cells[("base", mva)]["vs_clean"]["coherent_success"]["n"] == 4  # 2 prompts x 2 seeds, pooled
+    assert cells[("base", mva)]["vs_baseline"]["ppl_ratio"] > 0
+    assert cells[("quada", "clean")]["vs_baseline"]["ppl_ratio"] == pytest.approx(1.0)
+    assert (out / "compare-tiny-llama-base-quada.png").stat().st_size > 0
+    assert "McNemar" in (out / "compare-tiny-llama-base-quada.md").read_text()
+
+    # Table 5 under the MVA, labels as the paper's: every generation is already stored (same weights)
+    store = out / "generations.jsonl"
+    n_rows = len(store.read_text().splitlines())
+    res = CliRunner().invoke(main, ["safety", "compare", "--ablations", "--weights", "NA=none",
+                                    "--weights", f"MVA={adapter}", "--seeds", "0,1", *common])
+    assert res.exit_code == 0, res.output
+    assert len(store.read_text().splitlines()) == n_rows  # resumed from the store, nothing regenerated
+    md = (out / "ablations-tiny-llama-na-mva.md").read_text()
+    assert "61.84" in md and "0.19" in md
+
+    res = CliRunner().invoke(main, ["safety", "compare", "--curves", "--curve-factors", "0.5,1", "--weights", "base=none",
+                                    "--weights", f"quada={adapter}", "--seeds", "0", *common])
+    assert res.exit_code == 0, res.output
+    curves = json.loads((out / "curves-tiny-llama-base-quada.json").read_text())
+    assert set(curves["sweeps"]["up"]) == {"base", "quada"}
+    assert [p["scale"] for p in curves["sweeps"]["up"]["quada"]["points"]] == pytest.approx([0.15, 0.3])
+
+
+def test_quada_and_compare_reject_bad_input_before_loading(init_adapter):
+    from privinf.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, list(args))
+
+    r = run("align", "--method", "quada", "--init", str(init_adapter))
+    assert r.exit_code == 2 and "--mva" in r.output
+    r = run("align", "--method", "quada", "--init", str(init_adapter), "--mva", "up:gaussian:-1")
+    assert r.exit_code == 2 and "--mva" in r.output
+    r = run("align", "--method", "quada", "--init", str(init_adapter), "--mva", "middle:0.1")
+    assert r.exit_code == 2 and "site" in r.output
+    r = run("align", "--method", "quada", "--mva", "up:0.1")
+    assert r.exit_code == 2 and "--init" in r.output
+    r = run("align", "--method", "dpo", "--mva", "up:0.1")
+    assert r.exit_code == 2 and "--method quada" in r.output
+    r = run("safety", "compare", "--ablations")
+    assert r.exit_code == 2 and "--mva" in r.output
+    r = run("safety", "compare", "--weights", "a=none", "--weights", "a=none")
+    assert r.exit_code == 2 and "twice" in r.output
+    r = run("safety", "compare", "--weights", "a=none", "--baseline", "b")
+    assert r.exit_code == 2 and "--baseline" in r.output
+
+
+def test_mva_spec_from_text_and_from_the_mva_json(tmp_path):
+    from privinf.errors import UsageError
+    from privinf.safety import mvaspec
+    from privinf.safety.config import RunConfig
+
+    m = mvaspec.parse("down:0.03, up:gaussian:0.05")
+    assert m.noise == (("up", "gaussian", 0.05), ("down", "laplace", 0.03)) and not m.relative
+    assert m.scaled(1.1).spec() == "up:gaussian:0.055,down:laplace:0.033"
+    cfgs = m.site_configs(RunConfig(), (0, 1))
+    assert [(c.mode, c.sites, c.scale, c.layers) for c in cfgs] == [("gaussian", ("up",), 0.05, (0, 1)),
+                                                                    ("laplace", ("down",), 0.03, (0, 1))]
+    # the shape `privinf safety mva` writes (runner.mva): a site without a peak inside the PPL limit is skipped
+    res = {"kind": "mva", "base": RunConfig(mode="gaussian", scale=0.5, relative=True).to_dict(),
+           "sensitive_layers": [0, 2],
+           "sites": {"up": {"sweep": {"base": {"mode": "gaussian"}}, "mva": {"coherent_peak_scale": 0.25}},
+                     "down": {"sweep": {"base": {"mode": "laplace"}}, "mva": {"coherent_peak_scale": None}}}}
+    (tmp_path / "mva.json").write_text(json.dumps(res))
+    m = mvaspec.parse(str(tmp_path / "mva.json"))
+    assert m.noise == (("up", "gaussian", 0.25),) and m.relative and m.layers == (0, 2)
+    (tmp_path / "bad.json").write_text(json.dumps({"kind": "sweep"}))
+    with pytest.raises(UsageError, match="not an MVA result"):
+        mvaspec.parse(str(tmp_path / "bad.json"))

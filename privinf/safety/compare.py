@@ -212,6 +212,7 @@ def plot_grid(res: dict, path: Path, title: str) -> Path:
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(perts))], perts, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(name)
     ax2.set_yscale("log")
+    ax1.set_ylim(0, max(5.0, ax1.get_ylim()[1]))
     ax1.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
