@@ -140,3 +140,21 @@ def test_align_cli_rejects_bad_input_before_loading(tmp_path):
     assert res.exit_code == 2 and "--time-budget" in res.output
     res = CliRunner().invoke(main, ["safety", "eval", "--weights", "no-such-adapter"])
     assert res.exit_code == 2 and "shipped" in res.output
+
+
+def test_scale_lora_interpolates_the_weight_change(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+
+    from privinf.align.train import scale_lora
+
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    base = tiny_llama(ids).logits.detach()
+    peft = get_peft_model(tiny_llama, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    merged = {n: p.detach().clone() for n, p in peft.named_parameters() if "lora_B" in n}
+    scale_lora(peft, 0.5)
+    assert all(torch.allclose(p, 0.5 * merged[n]) for n, p in peft.named_parameters() if "lora_B" in n)
+    scale_lora(peft, 1e-9)
+    assert (peft(ids).logits - base).abs().max() < 1e-5  # a vanishing scale is the base model

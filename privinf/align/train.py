@@ -58,6 +58,7 @@ class AlignConfig:
     save_steps: int = 20
     answers: str = "results/align/base_answers.jsonl"
     limit: int | None = None  # at most this many training prompts per kind (tests, quick probes)
+    adapter_scale: float = 1.0  # the LoRA delta times this before validation and saving (see scale_lora)
     # QuadA (privinf.align.quada): the policy forward under MVA noise, reference clean, clustering term
     perturb: str = "mva"  # "none": no noise (with cluster_weight 0: plain DPO)
     mva: str | None = None  # e.g. "up:gaussian:0.05,down:laplace:0.03", or an MVA JSON of `privinf safety mva`
@@ -218,6 +219,19 @@ def validation_ppl(model, tok, windows: int = 8, width: int = 256) -> dict:
 # ------------------------------------------------------------------------------------------ saving
 
 
+@torch.no_grad()
+def scale_lora(model, scale: float) -> None:
+    """Multiply every LoRA ``B`` matrix by ``scale``: the adapter's weight change becomes
+    ``scale * B A``, a point on the line between the base model (0) and the trained one (1)
+    (weight-space interpolation, as in WiSE-FT, Wortsman et al. 2022). Trades refusal for
+    perplexity; privinf picks the scale on the validation split."""
+    if scale == 1.0:
+        return
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.mul_(scale)
+
+
 def save_adapter(model, folder: Path) -> None:
     """``adapter_config.json`` + ``adapter_model.safetensors`` with the LoRA tensors in float16."""
     from safetensors.torch import load_file, save_file
@@ -265,6 +279,7 @@ def align(cfg: AlignConfig, command: str = "", progress: bool = True) -> dict:
     t_train = time.perf_counter() - t1
 
     model = trainer.model.eval()
+    scale_lora(model, cfg.adapter_scale)
     save_adapter(model, out / "adapter")
     val_metrics = validate(model, tok, val, cfg.val_prompts, cfg.seed)
     prov = {
