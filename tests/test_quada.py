@@ -147,12 +147,16 @@ def test_mva_scale_scales_the_noise(tiny_model_dir, init_adapter, tmp_path):
     assert float(deltas[0].std()) == pytest.approx(0.5, rel=0.35)
 
 
-def test_layers_all_perturbs_every_layer_and_both_sites(tiny_model_dir, init_adapter, tmp_path):
-    tr, batch = _trainer(_cfg(tiny_model_dir, init_adapter, tmp_path, perturb_layers=None), tmp_path)
+def test_layers_all_perturbs_every_layer_and_both_sites_relative(tiny_model_dir, init_adapter, tmp_path):
+    cfg = _cfg(tiny_model_dir, init_adapter, tmp_path, perturb_layers=None, relative=True)
+    tr, batch = _trainer(cfg, tmp_path)
     _loss(tr, batch)
     assert set(tr.noise_calls) == {(0, "up"), (0, "down"), (1, "up"), (1, "down")}
     prov = tr.provenance()
     assert prov["layers"] == [0, 1] and prov["tau"] == "all" and prov["sites"] == ["up", "down"]
+    # relative: each (layer, site) gets the MVA multiple of its clean std, measured on the init model
+    assert prov["scale"] == "relative" and prov["site_std"]["1:down"] > 0
+    assert prov["noise_per_layer_site"]["1:down"] == ["laplace", pytest.approx(0.3 * prov["site_std"]["1:down"])]
 
 
 def test_cluster_weight_adds_exactly_lambda_times_the_term(tiny_model_dir, init_adapter, tmp_path):
