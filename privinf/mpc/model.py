@@ -132,7 +132,7 @@ class SharedModel:
 
 def share_model(w: ModelWeights | None, meta: dict, bits: int) -> SharedModel:
     """Offline phase: party 1 passes its weights, party 0 None; masks opened once (see offline.py)."""
-    from privinf.mpc.block import MIN_WEIGHT_BITS
+    from privinf.mpc.block import MIN_WEIGHT_BITS, encode
 
     crypten = import_crypten()
     wb = max(bits, MIN_WEIGHT_BITS)
@@ -140,8 +140,9 @@ def share_model(w: ModelWeights | None, meta: dict, bits: int) -> SharedModel:
     nq = (H + 2 * Hkv) * d
     has = w is not None
 
-    def vec(t, n, b):
-        return crypten.cryptensor(t.double() if has else torch.zeros(n, dtype=torch.float64), src=1, precision=b)
+    def vec(t, n, b):  # rounded to nearest on the 2**-b grid, as share_weights does
+        return crypten.cryptensor(encode(t.float(), b) if has else torch.zeros(n, dtype=torch.float64), src=1,
+                                  precision=b)
 
     layers = []
     for i in range(meta["L"]):
