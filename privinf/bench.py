@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privinf.cards import BACKENDS, DEFAULT_MODEL, protocol_card
+from privinf.errors import UsageError
 from privinf.tomlreader import CardError, TomlReader, read_toml
 from privinf.report import table
 
@@ -159,7 +160,8 @@ def run_bench(scenario: Scenario, progress: bool = True) -> dict:
         else:
             b, x = block, x_all[:tokens]
         if x.shape[0] < tokens:
-            raise ValueError(f"only {x.shape[0]} prompt tokens available, the grid asks for {tokens}")
+            raise UsageError(f"{scenario.path}: field 'tokens': the grid asks for {tokens} tokens, the prompt gives "
+                             f"only {x.shape[0]}")
         cell.update(hidden_size=b.hidden_size, intermediate_size=b.intermediate_size)
         try:
             backend = get_backend(g.backend)

@@ -15,6 +15,7 @@ import torch
 
 from privinf.approx.ops import CardOps
 from privinf.emulator.hookpoints import activation_family, arch_spec, decoder_layers, hidden_act
+from privinf.errors import LayerRangeError, UsageError
 
 
 @dataclass
@@ -87,11 +88,12 @@ class MLPBlock:
         cfg = model.config
         spec = arch_spec(cfg.model_type)
         if spec.moe:
-            raise ValueError(f"{cfg.model_type} is a mixture-of-experts model: its MLP is a router over "
+            raise UsageError(f"{cfg.model_type} is a mixture-of-experts model: its MLP is a router over "
                              "experts, not one block; the emulator hooks it, the block backends cannot")
         layers = decoder_layers(model)
         if not 0 <= layer < len(layers):
-            raise IndexError(f"layer {layer} out of range: the model has {len(layers)} layers")
+            raise LayerRangeError(f"layer {layer} out of range: the model has {len(layers)} decoder layers "
+                                  f"(0-{len(layers) - 1})")
         mod = layers[layer]
         get = lambda name: mod.get_submodule(name)  # noqa: E731
         f32 = lambda t: None if t is None else t.detach().to("cpu", torch.float32).clone()  # noqa: E731

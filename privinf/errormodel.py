@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from privinf.cards import SITES  # defined with the hookpoints; cards re-export it
+from privinf.errors import UsageError
 
 FORMAT = "privinf-profile/1"
 HEADLINE = {"up": "gaussian", "down": "laplace"}  # the paper's families per site
@@ -84,7 +85,7 @@ class Profile:
     def load(cls, path) -> "Profile":
         data = json.loads(Path(path).read_text())
         if data.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a privinf error profile (format {data.get('format')!r}, want {FORMAT!r})")
+            raise UsageError(f"{path}: not a privinf error profile (format {data.get('format')!r}, want {FORMAT!r})")
         return cls(**data)
 
 

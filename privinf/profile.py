@@ -20,6 +20,7 @@ import torch
 
 from privinf.cards import SITES
 from privinf.errormodel import Profile, fit_site, ks_two_sample, versions
+from privinf.errors import UsageError
 
 DEFAULT_LAYERS = (0, 1, 2, 3, 15, 29)
 
@@ -46,7 +47,7 @@ def wiki_batches(tok, tokens: int, chunk: int = 128, seed: int = 0) -> list[torc
         have += ids.shape[1]
         if have >= tokens:
             return out
-    raise ValueError(f"not enough text for {tokens} tokens in chunks of {chunk}")
+    raise UsageError(f"--tokens {tokens}: not enough Wikipedia text for {tokens} tokens in chunks of {chunk} (--chunk)")
 
 
 # ------------------------------------------------------------------------------------------

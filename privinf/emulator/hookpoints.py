@@ -81,7 +81,7 @@ def arch_spec(model_type: str) -> ArchSpec:
 def activation_family(hidden_act: str) -> str:
     """Map a Hugging Face ``hidden_act`` name to the card's non-linearity name (silu/gelu)."""
     if hidden_act not in _ACT_NAMES:
-        raise ValueError(f"activation {hidden_act!r} has no card counterpart; known: {', '.join(_ACT_NAMES)}")
+        raise UsageError(f"activation {hidden_act!r} has no card counterpart; known: {', '.join(_ACT_NAMES)}")
     return _ACT_NAMES[hidden_act]
 
 
@@ -89,7 +89,7 @@ def hidden_act(cfg) -> str:
     for attr in ("hidden_activation", "hidden_act", "activation_function"):  # gemma2, llama, gpt2
         if getattr(cfg, attr, None):
             return getattr(cfg, attr)
-    raise ValueError(f"{cfg.model_type} config names no activation")
+    raise UsageError(f"{cfg.model_type} config names no activation")
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:
