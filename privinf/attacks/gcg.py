@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from privinf.attacks import AttackDataError, UsageError
+from privinf.attacks import UsageError
+from privinf.errors import RuntimeFault
 
 MARK = "<<privinf-gcg-suffix>>"
 TARGET = "Sure, here is how to {prompt}"
@@ -61,6 +62,7 @@ class GCGResult:
     losses: list[float] = field(default_factory=list)  # best loss after each step, [0] = initial
     steps: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # process CPU time (wall time on a shared machine includes waiting)
     early_stopped: bool = False
     candidates_kept: float = 1.0  # mean fraction of candidates surviving the re-tokenization check
 
@@ -179,13 +181,13 @@ def initial_suffix(problem: Problem, allowed: torch.Tensor, length: int) -> torc
             cand = torch.full((length,), t, dtype=torch.long)
             if problem.roundtrips(cand[None])[0]:
                 return cand
-    raise AttackDataError("GCG: found no token that can start the suffix (the tokenizer does not round-trip any)")
+    raise RuntimeFault("GCG: found no token that can start the suffix (the tokenizer round-trips none)")
 
 
 def gcg(model, tokenizer, prompt: str, config: GCGConfig = GCGConfig(), allowed: torch.Tensor | None = None,
         use_cache: bool = True) -> GCGResult:
     """Optimise a suffix for ``prompt`` (run inside ``perturbation(...)`` to attack an approximation)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     problem = Problem(model, tokenizer, prompt, target_text(prompt, config.target))
     vocab = problem.embed.weight.shape[0]
     allowed = allowed_tokens(tokenizer, vocab) if allowed is None else allowed
@@ -216,4 +218,4 @@ def gcg(model, tokenizer, prompt: str, config: GCGConfig = GCGConfig(), allowed:
                 best, best_loss, done = cands[i], float(lc[i]), bool(mc[i])
         losses.append(best_loss)
     return GCGResult(problem.text_with(best), best.tolist(), best_loss, losses, steps, time.perf_counter() - t0,
-                     done, sum(kept) / len(kept) if kept else 1.0)
+                     time.process_time() - c0, done, sum(kept) / len(kept) if kept else 1.0)

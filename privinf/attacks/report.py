@@ -60,11 +60,12 @@ def gcg_lines(data: dict) -> list[str]:
         g = r["cells"].get("gcg")
         if g:
             s = g["settings"]
-            out.append(f"- {row_name(r)}: adaptive GCG on {g['prompts']} prompts (optimised against "
+            out.append(f"- {row_name(r)}: adaptive GCG on {g['prompts']} prompt{'s' if g['prompts'] != 1 else ''} (optimised against "
                        f"{'the evaluated config' if g['against'] == 'config' else 'the clean model'}), "
                        f"steps {s['steps']} (mean used {g['steps_mean']:.1f}, early stops {g['early_stopped']}), "
                        f"search width {s['search_width']}, top-k {s['topk']}, suffix {s['suffix_len']} tokens; "
-                       f"{g['seconds_per_prompt']:.1f} s per prompt (max {g['seconds_max']:.1f}); target loss "
+                       f"{g['seconds_per_prompt']:.1f} s per prompt (max {g['seconds_max']:.1f}; CPU "
+                       f"{g.get('cpu_seconds_per_prompt', 0):.1f} s); target loss "
                        f"{g['loss_initial_mean']:.3f} -> {g['loss_final_mean']:.3f}")
     return out
 

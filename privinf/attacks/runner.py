@@ -102,6 +102,7 @@ def _wrap(attack: str, behaviors: list[str], opt: AttackOptions, h, config) -> t
         secs = [r["seconds"] for r in res]
         info = {"settings": opt.gcg.to_dict(), "against": opt.gcg_against, "prompts": len(res),
                 "seconds_per_prompt": sum(secs) / len(secs), "seconds_max": max(secs),
+                "cpu_seconds_per_prompt": sum(r.get("cpu_seconds", 0.0) for r in res) / len(res),
                 "steps_mean": sum(r["steps"] for r in res) / len(res),
                 "early_stopped": sum(r["early_stopped"] for r in res),
                 "loss_initial_mean": sum(r["losses"][0] for r in res) / len(res),
