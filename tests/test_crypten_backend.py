@@ -12,54 +12,20 @@ import time
 import pytest
 import torch
 
-from conftest import assert_close
+from conftest import assert_close, backend_results, crypten_tolerance
 from privinf.backends.base import UnsupportedCard, get_backend
 from privinf.backends.crypten_mpc import CrypTenBackend
-from privinf.mpc.block import DEFAULT_FRACTION_BITS as FRACTION_BITS
 from privinf.mpc.launch import MPCRunError
 from privinf.cards import protocol_card
 
-MPC_CARDS = ["crypten", "iron", "bolt", "bumblebee", "puma", "exact"]
-
-
 def tolerance(card) -> float:
-    """Fixed-point precision of the emulation (the card's bits) plus CrypTen's (16 bits).
-
-    The MPC side rounds every product to 2**-16 and its rsqrt Newton starts from an exp computed in
-    fixed point; the emulation rounds the block's tensors to the card's 2**-f. A few units of each.
-    """
-    f = min(card.fraction_bits or FRACTION_BITS, FRACTION_BITS)
-    return 8 * 2.0 ** -f + 64 * 2.0 ** -FRACTION_BITS
+    return crypten_tolerance(card)["out"]
 
 
 @pytest.fixture(scope="module")
-def block_and_input():
-    from privinf.blocks import MLPBlock
-    from privinf.models import tiny_model
-
-    block = MLPBlock.from_model(tiny_model("llama", seed=0), 1)
-    x = torch.randn(6, block.hidden_size, generator=torch.Generator().manual_seed(0))  # (T, C)
-    return block, x
-
-
-@pytest.fixture(scope="module")
-def session(block_and_input):
-    block, x = block_and_input
-    cards = [protocol_card(n) for n in MPC_CARDS]
-    results = CrypTenBackend(timeout_s=30, protocol_timeout_s=120).run_cards(block, x, cards)
-    return dict(zip(MPC_CARDS, results))
-
-
-@pytest.mark.parametrize("name", MPC_CARDS)
-def test_two_party_block_matches_plaintext_emulation(name, session, block_and_input):
-    block, x = block_and_input
-    card = protocol_card(name)
-    ref = get_backend("plaintext").run(block, x, card).output
-    got = session[name].output
-    tol = tolerance(card)
-    assert_close(got.up, ref.up, tol, f"{name} site before W_up")
-    assert_close(got.down, ref.down, tol, f"{name} site before W_down")
-    assert_close(got.out, ref.out, tol, f"{name} block output")
+def session(block_x):
+    """{card: BlockResult} of one two-party session over every MPC card (shared with test_backends)."""
+    return backend_results("crypten", *block_x)
 
 
 def test_cost_report_counts_both_parties(session):
@@ -77,13 +43,13 @@ def test_polynomial_cards_send_less_than_native(session):
         assert session[name].cost.extra["activation"]["bytes_sent"] < native, name
 
 
-def test_exact_card_is_close_to_the_exact_block(session, block_and_input):
-    block, x = block_and_input
+def test_exact_card_is_close_to_the_exact_block(session, block_x):
+    block, x = block_x
     assert_close(session["exact"].output.out, block(x).out, 1e-3, "exact card under 2PC")
 
 
-def test_trusted_third_party_provider(block_and_input):
-    block, x = block_and_input
+def test_trusted_third_party_provider(block_x):
+    block, x = block_x
     card = protocol_card("puma")
     res = CrypTenBackend(provider="ttp", timeout_s=30, protocol_timeout_s=120).run(block, x, card)
     assert res.cost.parties == 3 and "third party" in res.cost.extra["trust"]
@@ -93,8 +59,8 @@ def test_trusted_third_party_provider(block_and_input):
 
 @pytest.mark.parametrize("name, reason", [("nexus", "FHE"), ("teal-25", "sparsifies"),
                                           ("smoothquant-a8", "fake-quantizes")])
-def test_cards_mpc_cannot_run_are_refused_with_a_reason(name, reason, block_and_input):
-    block, x = block_and_input
+def test_cards_mpc_cannot_run_are_refused_with_a_reason(name, reason, block_x):
+    block, x = block_x
     with pytest.raises(UnsupportedCard, match=reason):
         CrypTenBackend().run(block, x, protocol_card(name))
 
@@ -138,8 +104,8 @@ def test_port_taken(tmp_path):
     assert "already in use" in res.stderr and peer in res.stderr
 
 
-def test_peer_dying_mid_protocol_ends_the_other_party(block_and_input, monkeypatch):
-    block, x = block_and_input
+def test_peer_dying_mid_protocol_ends_the_other_party(block_x, monkeypatch):
+    block, x = block_x
     monkeypatch.setenv("PRIVINF_FAULT_EXIT_RANK", "1")  # party 1 exits right after sharing the inputs
     start = time.monotonic()
     with pytest.raises(MPCRunError, match=r"rank 0 exit 5: .*went away mid-protocol"):
@@ -158,12 +124,12 @@ def test_party_command_help_has_an_example():
 @pytest.mark.slow
 def test_default_model_block_costs_against_the_native_baseline():
     """Hidden 576, MLP 1536, 16 real tokens: every polynomial card sends less than x * sigmoid(x)."""
-    from privinf.emulator.measure import block_and_input
+    from privinf.emulator.measure import block_x
     from privinf.models import load_model
 
     prompt = ("Explain how private inference keeps a user's prompt secret from the server "
               "that runs the language model, step by step.")
-    block, x = block_and_input(*load_model(), prompt, 0, 16)
+    block, x = block_x(*load_model(), prompt, 0, 16)
     names = ["crypten", "bolt", "bumblebee", "puma", "iron"]
     results = dict(zip(names, CrypTenBackend().run_cards(block, x, [protocol_card(n) for n in names])))
     native = results["crypten"].cost

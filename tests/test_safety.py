@@ -267,7 +267,6 @@ def test_evaluate_reports_rates_with_intervals(tiny_dir, prompt_files, tmp_path)
 
 
 def test_noise_changes_outputs_and_perplexity(tiny_dir, prompt_files, tmp_path):
-    pytest.importorskip("privinf.emulator")
     import torch
 
     from privinf.safety.runner import Harness
@@ -311,7 +310,6 @@ def test_eval_command(tiny_dir, prompt_files, tmp_path):
 
 
 def test_eval_command_with_noise_is_paired(tiny_dir, prompt_files, tmp_path):
-    pytest.importorskip("privinf.emulator")
     out = _cli(["eval", *_common(tiny_dir, prompt_files, tmp_path), "--mode", "gaussian", "--scale", "2",
                 "--layers", "0", "--site", "up"])
     assert "McNemar" in out and "gaussian 2" in out
@@ -320,7 +318,6 @@ def test_eval_command_with_noise_is_paired(tiny_dir, prompt_files, tmp_path):
 
 
 def test_sweep_layers_mva_commands(tiny_dir, prompt_files, tmp_path):
-    pytest.importorskip("privinf.emulator")
     common = _common(tiny_dir, prompt_files, tmp_path)
     common[common.index("--ppl-tokens") + 1] = "32"
     common[common.index("--prompts") + 1] = str(prompt_files["harmful"])
@@ -360,7 +357,6 @@ def test_default_model_clean_eval_and_batched_speedup(tmp_path):
 
 
 def test_eval_command_with_cards(tiny_dir, prompt_files, tmp_path):
-    pytest.importorskip("privinf.emulator")
     common = _common(tiny_dir, prompt_files, tmp_path)
     common[common.index("--ppl-tokens") + 1] = "32"
     for card, paper_asr in (("bolt", "35.76"), ("teal-25", "28.85")):  # teal needs calibration thresholds
@@ -369,16 +365,24 @@ def test_eval_command_with_cards(tiny_dir, prompt_files, tmp_path):
 
 
 def test_eval_with_lora_weights(tiny_dir, prompt_files, tmp_path):
-    peft = pytest.importorskip("peft")
+    """A LoRA adapter passed with --weights is applied: its generations differ from the base model's."""
+    import peft
     import torch
 
     from privinf.models import load_model
 
     model, _ = load_model(str(tiny_dir))
-    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     torch.manual_seed(0)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     lora.save_pretrained(tmp_path / "adapter")
+    _cli(["eval", *_common(tiny_dir, prompt_files, tmp_path)])
     out = _cli(["eval", *_common(tiny_dir, prompt_files, tmp_path), "--weights", str(tmp_path / "adapter")])
     assert "clean" in out
-    row = json.loads((tmp_path / "safety" / "generations.jsonl").read_text().splitlines()[0])
-    assert row["config"]["weights"] == str(tmp_path / "adapter")
+    rows = [json.loads(line) for line in (tmp_path / "safety" / "generations.jsonl").read_text().splitlines()]
+    by = {}
+    for r in rows:
+        by.setdefault(r["config"]["weights"], {})[r["prompt"]] = r["response"]
+    base, adapted = by[None], by[str(tmp_path / "adapter")]
+    assert set(adapted) == set(base) and len(base) == 6
+    changed = [p for p in base if adapted[p] != base[p]]
+    assert changed, "the adapter did not change any response"

@@ -3,45 +3,29 @@
 import pytest
 import torch
 
-pytest.importorskip("tenseal")
-
-from conftest import assert_close  # noqa: E402
-
-from privinf.approx.ops import CardOps  # noqa: E402
-from privinf.backends.base import UnsupportedCard, get_backend  # noqa: E402
-from privinf.fhe.circuit import Layout  # noqa: E402
-from privinf.fhe.params import DepthError, block_depth, choose_params  # noqa: E402
-from privinf.fhe.protocol import Client, Server, plan  # noqa: E402
-from privinf.cards import protocol_card  # noqa: E402
+from conftest import assert_close, backend_results
+from privinf.approx.ops import CardOps
+from privinf.backends.base import UnsupportedCard, get_backend
+from privinf.cards import protocol_card
+from privinf.fhe.circuit import Layout
+from privinf.fhe.params import DepthError, block_depth, choose_params
+from privinf.fhe.protocol import Client, Server, plan
 
 
 @pytest.fixture(scope="session")
-def block():
-    from privinf.blocks import MLPBlock
-    from privinf.models import tiny_model
-    return MLPBlock.from_model(tiny_model("llama", seed=0), 1)  # hidden 32, MLP 37 (odd on purpose)
+def block(block_x):
+    return block_x[0]  # the tiny llama's layer 1: hidden 32, MLP 37 (odd on purpose)
 
 
 @pytest.fixture(scope="session")
-def x(block):
-    return torch.randn(5, block.hidden_size, generator=torch.Generator().manual_seed(0))
+def x(block_x):
+    return block_x[1]
 
 
 @pytest.fixture(scope="session")
-def runs(block, x):
-    """One CKKS run per card, shared by the tests below (CKKS contexts are expensive)."""
-    torch.set_num_threads(1)
-    backend = get_backend("tenseal")
-    return {name: backend.run(block, x, protocol_card(name)) for name in ("nexus-core", "exact")}
-
-
-@pytest.mark.parametrize("name", ["nexus-core", "exact"])
-def test_ckks_block_matches_plaintext_emulation(runs, block, x, name):
-    ref = block.forward(x, CardOps(protocol_card(name), block.activation))
-    got = runs[name].output
-    assert_close(got.up, ref.up, 1e-6, f"{name} up")  # the norm runs on the client
-    assert_close(got.down, ref.down, 1e-4, f"{name} down")
-    assert_close(got.out, ref.out, 1e-4, f"{name} out")
+def runs(block_x):
+    """One CKKS run per card, shared with test_backends (CKKS contexts are expensive)."""
+    return backend_results("tenseal", *block_x)
 
 
 def test_cost_report_counts_depth_ring_and_bytes(runs, block):
