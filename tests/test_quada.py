@@ -170,6 +170,9 @@ def test_cluster_weight_adds_exactly_lambda_times_the_term(tiny_model_dir, init_
     assert l0 == pytest.approx(off.last_terms["dpo"] + cfg.sft_weight * off.last_terms["sft"], rel=1e-5)
     logged = on._metrics["train"]
     assert {"loss_dpo", "loss_sft", "loss_cluster"} <= set(logged)
+    # the harmful flags survive the Trainer's column pruning into the batches it trains on
+    loader_batch = next(iter(on.get_train_dataloader()))
+    assert loader_batch["harmful"].tolist().count(True) == sum(r["kind"] == "harmful" for r in ROWS)
 
 
 # ------------------------------------------------------------------------------------------ CLI end to end
