@@ -17,10 +17,10 @@ from privinf.errors import UsageError
 
 BASE_NAMES = ("base", "none")
 COST = """\b
-Cost (default model, 1 thread on a shared 2-core CPU): each template is one generation run over the
-prompts (about 2-4 s per prompt at 64 new tokens; long in-the-wild templates cost more); adaptive
-GCG costs about 20 s per step per prompt at the defaults (width 32). Generations and GCG suffixes
-are stored in <results>/safety/generations.jsonl, so reruns resume."""
+Cost (default model, 1 thread, CPU time measured): about 1 CPU-minute per template for 8 prompts at
+64 new tokens (the 8-prompt, 5-attack x 2-template run took 10.8 CPU-minutes); adaptive GCG at the
+defaults about 150 CPU-seconds per prompt (7.5 s per step). Wall time on a shared machine is
+longer. Generations and GCG suffixes are stored in <results>/safety/generations.jsonl: reruns resume."""
 
 
 def _repeatable_weights(f):
