@@ -158,3 +158,24 @@ def test_scale_lora_interpolates_the_weight_change(tiny_llama):
     assert all(torch.allclose(p, 0.5 * merged[n]) for n, p in peft.named_parameters() if "lora_B" in n)
     scale_lora(peft, 1e-9)
     assert (peft(ids).logits - base).abs().max() < 1e-5  # a vanishing scale is the base model
+
+
+def test_kl_anchor_is_zero_at_the_base_and_pulls_back_towards_it(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+
+    from privinf.align.anchor import kl_to_base
+
+    ids = torch.randint(3, 99, (2, 12))
+    peft = get_peft_model(tiny_llama, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    assert float(kl_to_base(peft, peft, ids)) < 1e-8  # a fresh LoRA (B = 0) is the base model
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.3)
+    kl = kl_to_base(peft, peft, ids)
+    assert float(kl) > 1e-3
+    kl.backward()
+    b = [p for n, p in peft.named_parameters() if "lora_B" in n]
+    with torch.no_grad():  # a gradient step on the anchor alone brings the model back towards the base
+        for p in b:
+            p -= 0.5 * p.grad
+    assert float(kl_to_base(peft, peft, ids)) < float(kl)
