@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from privinf.align.quada import cluster_loss, last_prompt_positions
+from privinf.align.quada import cluster_loss, prompt_mean
 
 ROWS = [
     {"prompt": "w10 w11 w12 w13", "chosen": "w20 w21 w22", "rejected": "w30 w31 w32 w33", "kind": "harmful"},
@@ -107,8 +107,10 @@ def test_cluster_term_gradient_and_values():
     assert float(cluster_loss(torch.cat([v, 2 * v, 3 * v]))) == pytest.approx(0.0, abs=1e-12)
     assert float(cluster_loss(torch.cat([v, -v]))) == pytest.approx(2.0)
     assert float(cluster_loss(v)) == 0.0  # fewer than two harmful prompts: no term
-    mask = torch.tensor([[0, 0, 0, 1, 1], [0, 1, 1, 0, 0]])
-    assert last_prompt_positions(mask).tolist() == [2, 0]
+    hidden = torch.arange(10.0).view(2, 5, 1)  # (B, T, C)
+    completion = torch.tensor([[0, 0, 0, 1, 1], [0, 1, 1, 0, 0]])
+    attention = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    assert prompt_mean(hidden, attention, completion)[:, 0].tolist() == [1.0, 5.0]  # prompt tokens only
 
 
 # ------------------------------------------------------------------------------------------ ablation flags

@@ -13,11 +13,14 @@ The loss (the paper's, from the authors' project page; privinf's choices marked 
   with no hook attached: its log-probabilities are computed in :meth:`QuadATrainer.compute_loss`
   *before* the noise hooks are registered and handed to TRL as precomputed reference log-probs.
 - ``f1_eps(x)``*: the output of decoder layer 0 (the residual stream after the first block,
-  perturbed when layer 0 is) at the last prompt token, the position whose state the first answer
-  token is predicted from; it depends on the prompt only (causal attention), so the chosen half
-  of each DPO batch gives one vector per prompt. ``i, j`` range over the batch's harmful prompts
-  (rows whose chosen answer is a refusal: ``kind == "harmful"`` in the training rows); a batch
-  with fewer than two has no clustering term.
+  perturbed when layer 0 is) averaged over the prompt's tokens (chat template included); it
+  depends on the prompt only (causal attention), so the chosen half of each DPO batch gives one
+  vector per prompt. Not the last prompt token: after one layer that position still holds little
+  but its own token, the template's assistant header, the same for every prompt (default model,
+  8 harmful and 8 benign training prompts, clean: mean cosine 0.9994 harmful-harmful and 0.9993
+  harmful-benign at the last token; 0.984 and 0.971 for the mean over the prompt). ``i, j``
+  range over the batch's harmful prompts (rows whose chosen answer is a refusal: ``kind ==
+  "harmful"`` in the training rows); a batch with fewer than two has no clustering term.
 - The NLL term is the lead's RPO-style ``sft_weight`` of ``--method dpo``, under the same noise.
 
 ``--perturb none`` removes the noise (with ``--cluster-weight 0`` the loss is plain DPO, the
@@ -38,7 +41,7 @@ from trl import DPOTrainer
 
 from privinf.safety.mvaspec import MVA
 
-CLUSTER_LAYER = 0  # f1: the output of this decoder layer, at the last prompt token
+CLUSTER_LAYER = 0  # f1: the output of this decoder layer, averaged over the prompt tokens
 _TERM_NAMES = {"sigmoid": "dpo", "sft": "sft"}
 
 
@@ -77,9 +80,10 @@ def cluster_loss(acts: torch.Tensor) -> torch.Tensor:
     return 1.0 - (u[i] * u[j]).sum(-1).mean()
 
 
-def last_prompt_positions(completion_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) index of each row's last prompt token: one before its first completion token."""
-    return completion_mask.long().argmax(dim=1) - 1
+def prompt_mean(hidden: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """(B, C) mean of ``hidden`` (B, T, C) over each row's prompt tokens (attended, not completion)."""
+    m = (attention_mask.bool() & ~completion_mask.bool()).to(hidden.dtype)[..., None]  # (B, T, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 class _Term:
@@ -175,8 +179,8 @@ class QuadATrainer(DPOTrainer):
             out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss = out[0] if return_outputs else out
         n_pairs = inputs["input_ids"].shape[0] // 2
-        pos = last_prompt_positions(inputs["completion_mask"][:n_pairs])
-        f1 = seen["f1"][:n_pairs][torch.arange(n_pairs, device=pos.device), pos]  # (B, C) chosen half
+        f1 = prompt_mean(seen["f1"][:n_pairs], inputs["attention_mask"][:n_pairs],
+                         inputs["completion_mask"][:n_pairs])  # (B, C), chosen half: one row per prompt
         mask = torch.zeros(n_pairs, dtype=torch.bool) if harmful is None else harmful.bool().to(f1.device)
         cluster = cluster_loss(f1[mask])
         if self.quada.cluster_weight > 0:
@@ -203,7 +207,7 @@ class QuadATrainer(DPOTrainer):
                 "mva_scale": q.mva_scale, "scale": "relative" if q.mva and q.mva.relative else "absolute",
                 "sites": [] if q.mva is None else list(q.mva.sites), "layers": layers,
                 "tau": len(layers) if q.layers is not None else "all", "cluster_weight": q.cluster_weight,
-                "cluster_activation": f"output of decoder layer {CLUSTER_LAYER} at the last prompt token, "
+                "cluster_activation": f"output of decoder layer {CLUSTER_LAYER} averaged over the prompt tokens, "
                                       "harmful prompts of each batch, all pairs",
                 "noise_per_layer_site": table,
                 "site_std": None if self.site_std is None else {f"{l}:{s}": v for (l, s), v in self.site_std.items()},
