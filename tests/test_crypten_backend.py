@@ -124,12 +124,12 @@ def test_party_command_help_has_an_example():
 @pytest.mark.slow
 def test_default_model_block_costs_against_the_native_baseline():
     """Hidden 576, MLP 1536, 16 real tokens: every polynomial card sends less than x * sigmoid(x)."""
-    from privinf.emulator.measure import block_x
+    from privinf.emulator.measure import block_and_input
     from privinf.models import load_model
 
     prompt = ("Explain how private inference keeps a user's prompt secret from the server "
               "that runs the language model, step by step.")
-    block, x = block_x(*load_model(), prompt, 0, 16)
+    block, x = block_and_input(*load_model(), prompt, 0, 16)
     names = ["crypten", "bolt", "bumblebee", "puma", "iron"]
     results = dict(zip(names, CrypTenBackend().run_cards(block, x, [protocol_card(n) for n in names])))
     native = results["crypten"].cost

@@ -90,7 +90,8 @@ def test_kv_cache_gives_the_logits_of_recomputing(session):
     res, _ = session
     steps, full = res.logits, res.check["full"]
     assert steps.shape == (NEW, full.shape[1])
-    assert_close(steps, full[len(PROMPT) - 1:], 32 * ULP, "cached steps vs recomputed")
+    # both sides carry CrypTen's random truncation error, so the bound is the twin test's, not a tighter one
+    assert_close(steps, full[len(PROMPT) - 1:], 64 * ULP, "cached steps vs recomputed")
 
 
 def test_client_picks_the_argmax_of_the_revealed_logits(session):
