@@ -27,7 +27,7 @@ from privinf.report import table
 from privinf.safety import stats
 from privinf.safety.config import RunConfig, layer_spec
 from privinf.safety.mvaspec import MVA
-from privinf.safety.reports import spread_cell
+from privinf.safety.reports import save_figure, spread_cell
 from privinf.safety.runner import Harness, strip, sweep
 
 DEFAULT_CARDS = ("iron", "bolt", "bumblebee", "puma", "nexus", "teal-25", "teal-50",
@@ -214,12 +214,7 @@ def plot_grid(res: dict, path: Path, title: str) -> Path:
     ax2.set_yscale("log")
     ax1.set_ylim(0, max(5.0, ax1.get_ylim()[1]))
     ax1.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 # ------------------------------------------------------------------------------------------ Table 5
@@ -292,12 +287,7 @@ def plot_curves(res: dict, path: Path, title: str) -> Path:
             ax.set_ylabel(name)
             ax.legend(fontsize=7)
         row[1].set_yscale("log")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def curve_rows(res: dict) -> tuple[list[str], list[list[str]]]:

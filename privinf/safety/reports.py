@@ -35,6 +35,18 @@ def spread_cell(s: dict, pct: bool = True) -> str:
     return f"{f(s['mean'])} ± {f(s['sd'])}" if s["n"] > 1 else f(s["mean"])
 
 
+def save_figure(fig, path: Path, title: str) -> Path:
+    """Title, tight layout, write ``path`` (creating its folder) at 110 dpi, close the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def metadata_block(extra: dict | None = None) -> dict:
     versions = {}
     for pkg in ("privinf", "torch", "transformers"):
@@ -170,12 +182,7 @@ def plot_sweep(data: dict, xkey: str, path: Path, title: str, reference_x: float
             ax.axvline(reference_x, color="k", lw=0.8, alpha=0.5)
         if log_x and all(x > 0 for x in xs):
             ax.set_xscale("log")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def plot_eval(data: dict, path: Path) -> Path:
