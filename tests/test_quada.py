@@ -131,6 +131,20 @@ def test_perturb_none_without_cluster_is_plain_dpo(tiny_model_dir, init_adapter,
     assert tr.last_terms["total"] == pytest.approx(tr.last_terms["dpo"] + cfg.sft_weight * tr.last_terms["sft"], rel=1e-5)
 
 
+@pytest.mark.parametrize("method", ["dpo", "quada"])
+def test_kl_anchor_adds_weight_times_kl_to_dpo_and_quada(tiny_model_dir, init_adapter, tmp_path, method):
+    cfg = _cfg(tiny_model_dir, init_adapter, tmp_path, method=method, perturb="none", mva=None, cluster_weight=0.0)
+    plain, batch = _trainer(cfg, tmp_path)
+    anch, abatch = _trainer(replace(cfg, anchor_weight=0.5), tmp_path)
+    assert type(anch).__name__ == f"Anchored{type(plain).__name__}"
+    drop = {"harmful"} if method == "dpo" else set()
+    base = plain.compute_loss(plain.model, {k: v for k, v in batch.items() if k not in drop})
+    total = anch.compute_loss(anch.model, {k: v for k, v in abatch.items() if k not in drop})
+    kl = anch._anchor_kl[-1]
+    assert kl > 1e-6  # the init adapter moved the model away from the base
+    assert float(total) == pytest.approx(float(base) + 0.5 * kl, rel=1e-4)
+
+
 def test_mva_scale_scales_the_noise(tiny_model_dir, init_adapter, tmp_path):
     from privinf.emulator import capture_sites
 

@@ -12,15 +12,17 @@ perplexity *below* the base model's, so the perplexity check stays a check of ha
 domain adaptation. The anchor text comes from the part of ``wiki.utf8`` past the evaluation
 windows and the validation text (``ANCHOR_OFFSET``).
 
-Why a subclass of TRL's ``SFTTrainer``: the SFT part (chat templates, completion-only loss,
-batching, checkpoints) stays TRL's; only ``compute_loss`` gains the anchor term and ``log`` its
-value.
+Why a mixin on TRL's trainers (``SFTTrainer``, ``DPOTrainer``, and privinf's ``QuadATrainer``)
+rather than a loss of our own: SFT and DPO themselves (chat templates, completion-only loss,
+preference pairs, the reference copy, batching, checkpoints) stay TRL's; only ``compute_loss``
+gains the anchor term and ``log`` its value. The anchor forward runs after the trainer's own
+loss, so QuadA's noise hooks are gone by then: the anchor keeps the *clean* model near the base.
 """
 
 from __future__ import annotations
 
 import torch
-from trl import SFTTrainer
+from trl import DPOTrainer, SFTTrainer
 
 ANCHOR_OFFSET = 1_300_000  # characters into wiki.utf8: far from the evaluation windows and validation text
 
@@ -44,8 +46,9 @@ def kl_to_base(model, peft, ids: torch.Tensor) -> torch.Tensor:
     return (ref.exp() * (ref - cur)).sum(-1).mean()
 
 
-class AnchoredSFTTrainer(SFTTrainer):
-    """``SFTTrainer`` plus a KL anchor to the adapter-disabled model on raw text windows."""
+class AnchorMixin:
+    """``compute_loss`` plus ``anchor_weight`` x KL(base || tuned) on raw text windows, whose
+    mean per logging interval is logged as ``anchor_kl``. Put it first among the bases."""
 
     def __init__(self, *args, anchor_ids: torch.Tensor, anchor_weight: float = 1.0, anchor_batch: int = 4,
                  anchor_seed: int = 0, **kwargs):
@@ -70,7 +73,21 @@ class AnchoredSFTTrainer(SFTTrainer):
         return out + self.anchor_weight * kl
 
     def log(self, logs: dict, start_time=None) -> None:
-        if self._anchor_kl and "loss" in logs:
+        if self._anchor_kl and any(k in logs for k in ("loss", "train_loss")):
             logs["anchor_kl"] = sum(self._anchor_kl) / len(self._anchor_kl)
             self._anchor_kl.clear()
         super().log(logs, start_time)
+
+
+class AnchoredSFTTrainer(AnchorMixin, SFTTrainer):
+    """TRL's ``SFTTrainer`` with the KL anchor."""
+
+
+class AnchoredDPOTrainer(AnchorMixin, DPOTrainer):
+    """TRL's ``DPOTrainer`` with the KL anchor (the reference stays the init adapter; the anchor
+    pulls towards the base model, whose perplexity is the one the targets are stated against)."""
+
+
+def anchored(trainer_cls: type) -> type:
+    """``trainer_cls`` with the KL anchor mixed in (for trainers defined elsewhere, e.g. QuadA's)."""
+    return type(f"Anchored{trainer_cls.__name__}", (AnchorMixin, trainer_cls), {"__doc__": trainer_cls.__doc__})

@@ -247,8 +247,9 @@ def measure_init_std(model, tok) -> dict:
         return measure_site_std(_hf_model(model), [ids[i:i + 4].to(dev) for i in range(0, len(ids), 4)])
 
 
-def quada_trainer(cfg, model, tok, rows: list[dict], args, callbacks) -> QuadATrainer:
-    """The QuadA trainer for ``rows`` (``pairs.dpo_rows``) with TRL's DPO ``args``."""
+def quada_trainer(cfg, model, tok, rows: list[dict], args, callbacks, **anchor) -> QuadATrainer:
+    """The QuadA trainer for ``rows`` (``pairs.dpo_rows``) with TRL's DPO ``args``; with
+    ``anchor`` (``privinf.align.anchor.AnchorMixin``'s arguments) the KL anchor is mixed in."""
     from datasets import Dataset
 
     from privinf.align import pairs
@@ -256,5 +257,10 @@ def quada_trainer(cfg, model, tok, rows: list[dict], args, callbacks) -> QuadATr
     setup = QuadASetup.from_config(cfg)
     site_std = measure_init_std(model, tok) if setup.mva is not None and setup.mva.relative else None
     ds = Dataset.from_list([m | {"harmful": r["kind"] == "harmful"} for m, r in zip(pairs.as_messages(rows), rows)])
-    return QuadATrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks,
-                        quada=setup, site_std=site_std)
+    cls = QuadATrainer
+    if anchor:
+        from privinf.align.anchor import anchored
+
+        cls = anchored(QuadATrainer)
+    return cls(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks,
+               quada=setup, site_std=site_std, **anchor)

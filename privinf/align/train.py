@@ -59,7 +59,7 @@ class AlignConfig:
     save_steps: int = 20
     answers: str = "results/align/base_answers.jsonl"
     limit: int | None = None  # at most this many training prompts per kind (tests, quick probes)
-    anchor_weight: float = 0.0  # SFT: weight of the KL anchor to the base model on raw text (privinf.align.anchor)
+    anchor_weight: float = 0.0  # weight of the KL anchor to the base model on raw text (privinf.align.anchor)
     adapter_scale: float = 1.0  # the LoRA delta times this before validation and saving (see scale_lora)
     # QuadA (privinf.align.quada): the policy forward under MVA noise, reference clean, clustering term
     perturb: str = "mva"  # "none": no noise (with cluster_weight 0: plain DPO)
@@ -159,11 +159,10 @@ def _trainer(cfg: AlignConfig, model, tok, rows: list[dict], ckpt_dir: Path, cal
         args = SFTConfig(**_args(cfg, ckpt_dir, len(rows)), completion_only_loss=True,
                          train_sampling_strategy="group_by_length")
         if cfg.anchor_weight > 0:
-            from privinf.align.anchor import AnchoredSFTTrainer, anchor_windows
+            from privinf.align.anchor import AnchoredSFTTrainer
 
             return AnchoredSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                      callbacks=callbacks, anchor_ids=anchor_windows(tok),
-                                      anchor_weight=cfg.anchor_weight, anchor_seed=cfg.seed)
+                                      callbacks=callbacks, **_anchor(cfg, tok))
         return SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks)
     from trl import DPOConfig, DPOTrainer
 
@@ -173,8 +172,22 @@ def _trainer(cfg: AlignConfig, model, tok, rows: list[dict], ckpt_dir: Path, cal
     if cfg.method == "quada":
         from privinf.align.quada import quada_trainer
 
-        return quada_trainer(cfg, model, tok, rows, args, callbacks)
+        return quada_trainer(cfg, model, tok, rows, args, callbacks, **_anchor(cfg, tok))
+    if cfg.anchor_weight > 0:
+        from privinf.align.anchor import AnchoredDPOTrainer
+
+        return AnchoredDPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                  callbacks=callbacks, **_anchor(cfg, tok))
     return DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks)
+
+
+def _anchor(cfg: AlignConfig, tok) -> dict:
+    """Keyword arguments of ``privinf.align.anchor.AnchorMixin`` (none when the weight is 0)."""
+    if cfg.anchor_weight <= 0:
+        return {}
+    from privinf.align.anchor import anchor_windows
+
+    return dict(anchor_ids=anchor_windows(tok), anchor_weight=cfg.anchor_weight, anchor_seed=cfg.seed)
 
 
 # ------------------------------------------------------------------------------------------ validation
