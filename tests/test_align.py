@@ -57,6 +57,8 @@ def test_near_duplicates_of_harmbench_never_reach_training():
     unseen = data.heldout_harmful(40, seed=0)
     assert len(set(unseen)) == 40 and not set(unseen) & set(sdata.advbench().prompts)
     assert max(j for j, _ in sdata.nearest(unseen, hb)) < data.NEAR_DUPLICATE
+    final = data.unseen_harmful_eval(100, seed=0, val_n=40)
+    assert len(set(final)) == 100 and not set(final) & set(unseen)  # never the prompts settings were chosen on
 
 
 def test_refusals_are_varied_and_read_as_refusals():

@@ -161,13 +161,25 @@ def advbench_examples(rewrites: int = 1, seed: int = 0) -> list[Example]:
     return out
 
 
-def heldout_harmful(n: int, seed: int) -> list[str]:
-    """``n`` seeded past/future-tense JailbreakBench prompts (never trained on), minus near
-    duplicates of HarmBench: refusal on harmful prompts this project has never seen."""
+def _tense_pool() -> list[str]:
     ps = sdata.tense().prompts
     drop = sdata.near_duplicates(ps, sdata.harmbench(), NEAR_DUPLICATE)
-    keep = [p for p in ps if p not in drop]
+    return [p for p in ps if p not in drop]
+
+
+def heldout_harmful(n: int, seed: int) -> list[str]:
+    """``n`` seeded past/future-tense JailbreakBench prompts (never trained on), minus near
+    duplicates of HarmBench: refusal on harmful prompts this project has never seen (validation)."""
+    keep = _tense_pool()
     return random.Random(seed).sample(keep, min(n, len(keep)))
+
+
+def unseen_harmful_eval(n: int = 200, seed: int = 0, val_n: int = 48) -> list[str]:
+    """``n`` tense prompts for the final evaluation on unseen harm: the same pool as
+    ``heldout_harmful`` minus the validation sample a run chose its settings on."""
+    val = set(heldout_harmful(val_n, seed))
+    rest = [p for p in _tense_pool() if p not in val]
+    return random.Random(seed + 1).sample(rest, min(n, len(rest)))
 
 
 # ------------------------------------------------------------------------------------------ refusals
