@@ -141,11 +141,52 @@ def run_attack(h, config: RunConfig, attack: str, opt: AttackOptions, none: dict
            "mean_template": {"raw_asr": sum(t["raw_asr"]["value"] for t in per_template) / len(per_template),
                              "coherent_asr": sum(t["coherent_asr"]["value"] for t in per_template) / len(per_template)},
            "outcomes": {"success": best, "coherent_success": best_c}, "examples": examples, **info}
-    if none is not None and attack != "none":
-        n = len(behaviors)
-        out["vs_none"] = {k: stats.paired(none["outcomes"][k][:n], out["outcomes"][k]).to_dict()
-                          for k in ("success", "coherent_success")}
-    return out
+    return vs_none(out, none)
+
+
+def vs_none(out: dict, none: dict | None) -> dict:
+    """``out`` with its paired comparison against the unattacked run on the same prompts."""
+    if none is None or out["attack"] == "none":
+        return out
+    n = out["n_prompts"]
+    return dict(out, vs_none={k: stats.paired(none["outcomes"][k][:n], out["outcomes"][k]).to_dict()
+                              for k in ("success", "coherent_success")})
+
+
+@dataclass(frozen=True)
+class AttackTask:
+    """``run_attack(h, config, attack, options)`` as a task a grid's worker runs (``safety/grid.py``)."""
+
+    config: RunConfig
+    attack: str
+    options: AttackOptions
+
+    @property
+    def weights(self) -> str | None:
+        return self.config.weights
+
+    def key(self) -> str:
+        return json.dumps([self.config.key(), self.attack, repr(self.options)])
+
+    def label(self) -> str:
+        return f"{self.config.weights or 'base'} {self.config.label()} {self.attack}"
+
+    def run(self, h) -> dict:
+        return run_attack(h, self.config, self.attack, self.options)
+
+    def prompt_keys(self, h) -> list[str]:
+        """The store keys this task fills (GCG: its suffix rows), for the driver's progress bar."""
+        behaviors = list(h.harmful.prompts)
+        if self.attack == "gcg":
+            cfg = self.config if self.options.gcg_against == "config" else self.config.clean()
+            tag = "<gcg " + json.dumps(self.options.gcg.to_dict(), sort_keys=True) + ">"
+            return [prompt_key(cfg, tag + b) for b in behaviors[:self.options.gcg_limit or None]]
+        _, wrapped, _ = _wrap(self.attack, behaviors, self.options, h, self.config)
+        return list(dict.fromkeys(prompt_key(self.config, w) for ws in wrapped for w in ws))
+
+    @staticmethod
+    def summary(res: dict) -> str:
+        return f"best-of-{res['k']} coherent ASR {100 * res['best_of_k']['coherent_asr']['value']:.1f}%"
 
 
 def run_grid(harness_for, weights: list[str | None], configs_for, attacks: list[str], opt: AttackOptions) -> dict:
@@ -156,12 +197,14 @@ def run_grid(harness_for, weights: list[str | None], configs_for, attacks: list[
     rows = []
     for w in weights:
         h = harness_for(w)
-        for cfg in configs_for(w):
-            none = run_attack(h, cfg, "none", opt)
+        cfgs = configs_for(w)
+        h.prefetch([AttackTask(cfg, a, opt) for cfg in cfgs for a in dict.fromkeys(["none", *attacks])])
+        for cfg in cfgs:
+            none = h.result(AttackTask(cfg, "none", opt))
             cells = {"none": none}
             for a in attacks:
                 if a != "none":
-                    cells[a] = run_attack(h, cfg, a, opt, none)
+                    cells[a] = vs_none(h.result(AttackTask(cfg, a, opt)), none)
             rows.append({"weights": w, "label": cfg.label(), "config": cfg.to_dict(), "cells": cells})
         del h
     return {"kind": "attack", "attacks": list(attacks), "options": {

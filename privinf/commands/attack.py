@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from privinf.commands import safety as _safety
+from privinf.commands import gridopts
 from privinf.commands.safety import _base, _done, _harness, _meta, _slug, common
 from privinf.errors import UsageError
 
@@ -35,6 +36,7 @@ def _repeatable_weights(f):
 @click.command("attack")
 @_repeatable_weights
 @common
+@gridopts.grid_options
 @click.option("--attack", "attacks", multiple=True, default=("gcg-transfer", "autodan", "dra", "tap", "inthewild"),
               show_default=True, help="none, gcg (adaptive), gcg-transfer, autodan, dra, tap, inthewild; "
               "repeatable or comma list (none is always run, for the paired comparison)")

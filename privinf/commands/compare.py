@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from privinf import validate
+from privinf.commands import gridopts
 from privinf.commands.safety import COST, _base, _done, _harness, _slug, common, safety
 from privinf.errors import UsageError
 
@@ -26,6 +27,7 @@ def _drop(name: str):
 @safety.command("compare")
 @_drop("weights")
 @common
+@gridopts.grid_options
 @click.option("--weights", "weight_specs", multiple=True,
               help="label=adapter (folder or shipped name; label=none: the base model); repeat for each "
                    "[default: base=none]")

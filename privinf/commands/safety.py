@@ -13,6 +13,7 @@ import click
 
 from privinf.errors import UsageError
 from privinf import validate
+from privinf.commands import gridopts
 
 COST = """\b
 Cost (default model, 1 thread on a shared 2-core CPU, measured): the defaults (32 harmful + 16 benign
@@ -58,18 +59,7 @@ def common(f):
 
 
 def _harness(o: dict):
-    import torch
-
-    from privinf.safety.runner import load_harness
-
-    torch.set_num_threads(o["threads"])
-    bl = o["benign_limit"]
-    return load_harness(
-        o["model_name"], model_path=o["model_path"], weights=o["weights"], harmful=o["prompts"],
-        limit=o["limit"] or None, benign_limit=None if bl < 0 else bl, ppl_tokens=o["ppl_tokens"],
-        ppl_window=o["ppl_window"], store_path=Path(o["results_dir"]) / "safety" / "generations.jsonl",
-        batch_size=o["batch_size"], judge_path=o["judge_path"], nll_threshold=o["nll_threshold"],
-        train_prompts=o["train_prompts"] or None, progress=o["progress"])
+    return gridopts.harness(o)  # with --workers/--ray-address: a driver whose workers hold the model
 
 
 def _base(o: dict, **kw):
@@ -181,6 +171,7 @@ def eval_cmd(card, profile, mode, scale, relative, sites, layers, seed, compare_
 
 @safety.command()
 @common
+@gridopts.grid_options
 @click.option("--site", type=click.Choice(["up", "down"]), default="up", show_default=True,
               help="up: before W_up (Gaussian, paper Fig. 3); down: before W_down (Laplace, Fig. 4)")
 @click.option("--scales", default="0.005,0.01,0.02,0.04", show_default=True,
@@ -252,6 +243,7 @@ def _show_and_write(res: dict, xkey: str, o: dict, stem: str, title: str, notes:
 
 @safety.command()
 @common
+@gridopts.grid_options
 @click.option("--scale", default=0.5, show_default=True, type=float, help="noise scale in the one perturbed layer")
 @click.option("--relative/--absolute", default=True, show_default=True,
               help="scale as a multiple of each site's clean std (default) or absolute")
@@ -294,6 +286,7 @@ def layers(scale, relative, dist, sites, layers, seeds, **o):
 
 @safety.command()
 @common
+@gridopts.grid_options
 @click.option("--candidate-layers", default="0-7", show_default=True, help="layers tried one at a time")
 @click.option("--layer-scale", default=0.5, show_default=True, type=float,
               help="noise scale for the per-layer step (relative or absolute, see --relative)")
@@ -323,7 +316,7 @@ def mva(candidate_layers, layer_scale, scales, relative, seeds, ppl_factor, **o)
 
     h = _harness(o)
     card = _model_card(o["model_name"])
-    fallback = list(card.sensitive_layers) if card else list(range(min(4, h.model.config.num_hidden_layers)))
+    fallback = list(card.sensitive_layers) if card else list(range(min(4, info.depth or 4)))
     base = _base(o, mode="gaussian", scale=layer_scale, relative=relative)
     res = run_mva(h, base, cand, layer_scale, xs, sd, fallback, ppl_factor)
     res["meta"] = _meta(o, h)

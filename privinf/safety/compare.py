@@ -28,7 +28,7 @@ from privinf.safety import stats
 from privinf.safety.config import RunConfig, layer_spec
 from privinf.safety.mvaspec import MVA
 from privinf.safety.reports import save_figure, spread_cell
-from privinf.safety.runner import Harness, strip, sweep
+from privinf.safety.runner import EvalTask, Harness, strip, sweep, sweep_configs
 
 DEFAULT_CARDS = ("iron", "bolt", "bumblebee", "puma", "nexus", "teal-25", "teal-50",
                  "smoothquant-a8", "smoothquant-a4", "omniquant-a8", "omniquant-a4")
@@ -133,6 +133,8 @@ def grid(harness_for: HarnessFor, weights: list[Weights], perts: list[Perturbati
     cells, cleans, runs_of = [], {}, {}
     for w in weights:
         h, base = harness_for(w)
+        h.prefetch([EvalTask(base.clean(), benign)] + [EvalTask(p.config(base, s), benign) for p in perts
+                                                        if p.kind != "clean" for s in (seeds if p.random else seeds[:1])])
         clean = h.evaluate(base.clean(), benign=benign)
         cleans[w.label] = clean
         for p in perts:
@@ -252,6 +254,8 @@ def curves(harness_for: HarnessFor, weights: list[Weights], mva: MVA, mva_layers
            "sweeps": {}}
     for w in weights:
         h, base = harness_for(w)
+        h.prefetch([EvalTask(x, False) for c in mva.site_configs(base, mva_layers)
+                    for x in sweep_configs(c, [c.scale * f for f in factors], seeds)])
         for c in mva.site_configs(base, mva_layers):
             scales = [c.scale * f for f in factors]
             out["sweeps"].setdefault(c.sites[0], {})[w.label] = sweep(h, c.with_(scale=scales[0]), scales, seeds,

@@ -8,6 +8,7 @@ the per-prompt outcomes that paired comparisons need.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -33,8 +34,26 @@ class Harness:
     nll_threshold: float = judges.NLL_THRESHOLD
     judge: object | None = None  # a judges.ModelJudge
     progress: bool = True
+    pool: object | None = None  # a grid.Pool: evaluations run on its workers (this harness has no model)
     _site_std: dict | None = field(default=None, repr=False)
     _calibration: dict = field(default_factory=dict, repr=False)
+    _results: dict = field(default_factory=dict, repr=False)  # task key -> result computed by the pool
+
+    # ---------------------------------------------------------------- tasks (serial or on a pool)
+    def prefetch(self, tasks: list) -> None:
+        """Run ``tasks`` on the pool's workers at once; without a pool nothing happens (each task
+        runs when ``result`` asks for it). Grids call this with every configuration they will ask for."""
+        todo = [t for t in tasks if t.key() not in self._results]
+        if self.pool is not None and todo:
+            self._results.update(self.pool.run(self, todo))
+
+    def result(self, task) -> dict:
+        """``task.run(self)``; with a pool, the result a worker computed (run now if not prefetched)."""
+        if self.pool is None:
+            return task.run(self)
+        if task.key() not in self._results:
+            self.prefetch([task])
+        return self._results[task.key()]
 
     # ---------------------------------------------------------------- inputs
     @staticmethod
@@ -100,6 +119,9 @@ class Harness:
 
     def evaluate(self, config: RunConfig, benign: bool = True, ppl: bool = True) -> dict:
         """All metrics of one configuration (generations reused from the store when present)."""
+        if self.pool is not None:  # configs with one key (clean, scale 0) share one run
+            res = self.result(EvalTask(config, benign, ppl))
+            return dict(res, config=config.to_dict(), label=config.label())
         prompts = list(self.harmful.prompts)
         rows = generate(self.model, self.tokenizer, config, prompts, self.store, self.batch_size,
                         self.aux(config), self.progress, f"{config.label()} harmful", score=True)
@@ -138,6 +160,38 @@ class Harness:
             p = self.perplexity(config)
             out["ppl"] = None if p is None else p.to_dict()
         return out
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """``Harness.evaluate(config, benign, ppl)`` as a task: what a grid's worker runs (``grid.py``)."""
+
+    config: RunConfig
+    benign: bool = True
+    ppl: bool = True
+
+    @property
+    def weights(self) -> str | None:
+        return self.config.weights
+
+    def key(self) -> str:  # the generations' identity: configs with one key share one run
+        return json.dumps([self.config.key(), self.benign, self.ppl])
+
+    def label(self) -> str:
+        return f"{self.config.weights or 'base'} {self.config.label()}"
+
+    def run(self, h: Harness) -> dict:
+        return h.evaluate(self.config, self.benign, self.ppl)
+
+    def prompt_keys(self, h: Harness) -> list[str]:
+        prompts = list(h.harmful.prompts) + (list(h.benign.prompts) if self.benign and h.benign is not None else [])
+        return [prompt_key(self.config, p) for p in dict.fromkeys(prompts)]
+
+    @staticmethod
+    def summary(res: dict) -> str:
+        ppl = res.get("ppl")
+        return (f"raw ASR {100 * res['raw_asr']['value']:.1f}%, coherent {100 * res['coherent_asr']['value']:.1f}%"
+                + ("" if not ppl else f", PPL {ppl['value']:.2f}"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -185,8 +239,15 @@ def strip(result: dict) -> dict:
 # sweeps
 
 
+def sweep_configs(base: RunConfig, scales: list[float], seeds: list[int]) -> list[RunConfig]:
+    """Every configuration ``sweep`` evaluates: clean, then each scale x seed (scale 0: one seed)."""
+    return [base.clean()] + [base.with_(scale=float(s), seed=seed) for s in scales
+                             for seed in (seeds if s != 0 else seeds[:1])]
+
+
 def sweep(h: Harness, base: RunConfig, scales: list[float], seeds: list[int], benign: bool = True) -> dict:
     """ASR and PPL against noise scale (paper Figures 3-4): ``base`` fixes mode, site(s), layers."""
+    h.prefetch([EvalTask(c, benign) for c in sweep_configs(base, scales, seeds)])
     clean = h.evaluate(base.clean(), benign=benign)
     points = []
     for s in scales:
@@ -199,6 +260,8 @@ def sweep(h: Harness, base: RunConfig, scales: list[float], seeds: list[int], be
 
 def layer_sweep(h: Harness, base: RunConfig, layers: list[int], seeds: list[int], benign: bool = False) -> dict:
     """Noise in one layer at a time (paper Figure 6)."""
+    h.prefetch([EvalTask(c, benign) for c in [base.clean()] + [base.with_(layers=(layer,), seed=seed)
+                                                                for layer in layers for seed in seeds]])
     clean = h.evaluate(base.clean(), benign=benign)
     points = []
     for layer in layers:
@@ -249,9 +312,11 @@ def mva(h: Harness, base: RunConfig, layers: list[int], layer_scale: float, scal
     chosen, rule = sensitive_layers(lay)
     if not chosen:
         chosen, rule = list(fallback_layers), rule + f"; used the model card's sensitive layers {fallback_layers}"
+    cfgs = {site: base.with_(mode=SITE_MODE[site], sites=(site,), layers=tuple(chosen), scale=scales[0])
+            for site in SITES}
+    h.prefetch([EvalTask(c, False) for cfg in cfgs.values() for c in sweep_configs(cfg, scales, seeds)])
     sites = {}
-    for site in SITES:
-        cfg = base.with_(mode=SITE_MODE[site], sites=(site,), layers=tuple(chosen), scale=scales[0])
+    for site, cfg in cfgs.items():
         sw = sweep(h, cfg, scales, seeds, benign=False)
         sites[site] = {"sweep": sw, "mva": pick_mva(sw, ppl_factor)}
     return {"kind": "mva", "base": base.to_dict(), "layer_sweep": lay, "sensitive_layers": chosen,
@@ -266,19 +331,25 @@ def load_harness(model: str, *, model_path=None, weights=None, harmful: str = "h
                  benign_limit: int | None = None, ppl_tokens: int = 4096, ppl_window: int = 256,
                  store_path="results/safety/generations.jsonl", batch_size: int = 16, judge_path=None,
                  nll_threshold: float = judges.NLL_THRESHOLD, train_prompts: str | None = "donotanswer",
-                 progress: bool = True) -> Harness:
+                 progress: bool = True, load_weights: bool = True) -> Harness:
     """Load the model (and LoRA ``weights``), the prompt sets, the perplexity windows and the store.
 
     ``train_prompts``: the alignment training set whose overlap with the evaluation prompts is
-    refused (see ``data.check_no_overlap``); None skips the check."""
-    from privinf.models import load_model
+    refused (see ``data.check_no_overlap``); None skips the check. ``load_weights=False``: the
+    tokenizer only, no model and no judge (a grid driver whose workers load them)."""
+    from privinf.models import load_model, resolve_model_path
     from privinf.safety import data
 
     ev = data.harmful(harmful).head(limit)
     if train_prompts:
         data.check_no_overlap(data.harmful(train_prompts), ev)
-    m, tok = load_model(model, model_path=model_path)
-    if weights:
+    if load_weights:
+        m, tok = load_model(model, model_path=model_path)
+    else:
+        from transformers import AutoTokenizer
+
+        m, tok = None, AutoTokenizer.from_pretrained(str(resolve_model_path(model, model_path)), local_files_only=True)
+    if weights and m is not None:
         from peft import PeftModel
 
         from privinf.align.adapters import resolve_adapter
@@ -289,5 +360,5 @@ def load_harness(model: str, *, model_path=None, weights=None, harmful: str = "h
     ppl_ids = None
     if ppl_tokens:
         ppl_ids = Harness.ppl_windows(tok, data.wiki_text(max_chars=ppl_tokens * 8), ppl_window, ppl_tokens)
-    judge = judges.ModelJudge(judge_path) if judge_path else None
+    judge = judges.ModelJudge(judge_path) if judge_path and m is not None else None
     return Harness(m, tok, ResultsStore(store_path), ev, bn, ppl_ids, batch_size, nll_threshold, judge, progress)
