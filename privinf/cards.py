@@ -122,6 +122,20 @@ class RsqrtSpec:
 
 
 @dataclass(frozen=True)
+class SoftmaxSpec:
+    """The attention softmax (whole-model runs): exp of t = x - max <= 0, reciprocal of the sum.
+
+    The default is CrypTen's own exp, for cards that name none (``source`` says).
+    """
+
+    exp: str = "limit"  # (1 + t / 2**n) ** (2**n) by n squarings
+    exp_iterations: int = 8  # n (CrypTen's functions.exp_iterations)
+    reciprocal: str = "newton"  # range reduction to [1, 2), linear guess, Newton (privinf.mpc.softmax)
+    reciprocal_iterations: int = 3
+    source: str = "CrypTen's own (the card names no softmax)"
+
+
+@dataclass(frozen=True)
 class SiteSpec:
     """A transform at one site (before W_up or before W_down): TEAL sparsity or fake-quant."""
 
@@ -162,6 +176,7 @@ class ProtocolCard:
     ckks_scale_bits: int | None
     reference: Reference
     path: str = ""
+    softmax: SoftmaxSpec = SoftmaxSpec()
 
     def activation(self, name: str) -> ActivationSpec:
         """The spec for ``name`` (gelu/silu); ``exact`` if the card leaves it alone."""
@@ -240,7 +255,7 @@ def load_protocol_card(path: str | Path) -> ProtocolCard:
     path = Path(path)
     r = TomlReader(path, read_toml(path))
     r.check_unknown({"name", "title", "kind", "backends", "citation", "description", "activations",
-                     "rsqrt", "sites", "precision", "reference"})
+                     "rsqrt", "sites", "precision", "reference", "softmax"})
     name = r.get("name", str)
     if name != path.stem:
         raise r.fail("name", f"is {name!r} but the file is {path.name}; they must match")
@@ -255,6 +270,13 @@ def load_protocol_card(path: str | Path) -> ProtocolCard:
     rs.check_unknown({"method", "iterations", "initial"})
     rsqrt = RsqrtSpec(rs.get("method", str, "exact", choices=RSQRT_METHODS),
                       rs.get("iterations", int, 3), rs.get("initial", str, "crypten", choices=("crypten",)))
+    sm = r.sub("softmax")
+    sm.check_unknown(set(SoftmaxSpec.__dataclass_fields__))
+    softmax = SoftmaxSpec(sm.get("exp", str, "limit", choices=("limit",)), sm.get("exp_iterations", int, 8),
+                          sm.get("reciprocal", str, "newton", choices=("newton",)),
+                          sm.get("reciprocal_iterations", int, 3), sm.get("source", str, SoftmaxSpec.source))
+    if not 1 <= softmax.exp_iterations <= 16:
+        raise sm.fail("exp_iterations", f"must be in 1..16, got {softmax.exp_iterations}")
     sites_r = r.sub("sites")
     sites_r.check_unknown(set(SITES))
     sites = {s: _site(sites_r.sub(s)) for s in SITES}
@@ -272,7 +294,7 @@ def load_protocol_card(path: str | Path) -> ProtocolCard:
         name=name, title=r.get("title", str), kind=r.get("kind", str, choices=KINDS),
         backends=tuple(backends), citation=r.get("citation", str), description=r.get("description", str, ""),
         activations=activations, rsqrt=rsqrt, sites=sites, fraction_bits=fraction_bits, ring_bits=ring_bits,
-        ckks_scale_bits=pr.get("ckks_scale_bits", int, None), reference=reference, path=str(path),
+        ckks_scale_bits=pr.get("ckks_scale_bits", int, None), reference=reference, path=str(path), softmax=softmax,
     )
 
 

@@ -72,6 +72,38 @@ def test_plain_twin_softmax_is_crypten_arithmetic():
     assert_close(p.sum(-1), torch.ones(3, 5), 1e-3, "rows sum to 1")
 
 
+def test_card_softmax_section_is_read_by_the_twin():
+    from privinf.mpc.plain import card_softmax, crypten_exp
+
+    nexus, bolt = protocol_card("nexus").softmax, protocol_card("bolt").softmax
+    assert nexus.exp_iterations == 7 and "NEXUS" in nexus.source  # (1 + x/128)**128, published
+    assert bolt.exp_iterations == 8 and "CrypTen" in bolt.source  # none named: CrypTen's own
+    x = torch.randn(2, 4, 9, generator=torch.Generator().manual_seed(0)) * 3
+    keep = torch.ones(4, 9, dtype=torch.bool)
+    t = x.double() - x.double().max(-1, keepdim=True).values
+    e = crypten_exp(t, 7)
+    assert_close(card_softmax(x, keep, nexus), e / e.sum(-1, keepdim=True), 1e-6, "NEXUS softmax")
+    assert float((card_softmax(x, keep, nexus) - card_softmax(x, keep, bolt)).abs().max()) > 1e-4
+
+
+def test_protocol_guess_and_reciprocal_match_the_emulation():
+    """The 2PC rsqrt guess (a fit) and the softmax reciprocal against what the twin/emulator compute."""
+    from privinf.approx.functions import newton_rsqrt
+    from privinf.mpc.block import GUESS_CENTER, GUESS_COEFFS
+    from privinf.mpc.plain import crypten_exp, crypten_reciprocal, softmax_reciprocal
+
+    m = torch.linspace(0.6, 4.4, 4001, dtype=torch.float64)
+    guess = sum(c * (m - GUESS_CENTER) ** k for k, c in enumerate(GUESS_COEFFS))
+    assert float((guess - (2.2 * crypten_exp(-(m / 2 + 0.2)) + 0.2 - m / 1024)).abs().max()) < 3e-6
+    y = guess
+    for _ in range(3):
+        y = y * (3 - m * y * y) / 2
+    assert float(((y - newton_rsqrt(m, 3)) / newton_rsqrt(m, 3)).abs().max()) < 1e-7
+    s = torch.linspace(1, 253, 5001, dtype=torch.float64)
+    assert float(((softmax_reciprocal(s) - 1 / s) * s).abs().max()) < 1e-9
+    assert float(((softmax_reciprocal(s) - crypten_reciprocal(s)) * s).abs().max()) < 1e-7
+
+
 def test_two_party_forward_matches_the_plaintext_twin(session, weights):
     from privinf.mpc.plain import plain_forward
 
@@ -204,3 +236,43 @@ def test_generate_command_refuses_a_card_mpc_cannot_run(tiny_model_dir):
 
     res = CliRunner().invoke(main, ["generate", "--model", str(tiny_model_dir), "--card", "nexus"])
     assert res.exit_code != 0 and "nexus" in res.output and "Traceback" not in res.output
+
+
+# -- faults through `privinf generate --backend crypten`: one line and exit code 1 ----------------
+
+def _generate_cli(folder, *extra, env=None):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "privinf.cli", "generate", "--model", str(folder), "--backend", "crypten",
+           "--card", CARD, "--no-chat", "--prompt", "w3 w17 w5", "--max-new-tokens", "2", *extra]
+    import os
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+def _one_line(proc) -> str:
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, (proc.returncode, proc.stderr)
+    return lines[0]
+
+
+def test_generate_port_taken_is_one_line(tiny_model_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        line = _one_line(_generate_cli(tiny_model_dir, "--port", str(port), "--timeout", "3"))
+    assert "already in use" in line and f"127.0.0.1:{port}" in line
+
+
+def test_generate_missing_peer_is_one_line(tiny_model_dir):
+    line = _one_line(_generate_cli(tiny_model_dir, "--timeout", "2", env={"PRIVINF_FAULT_SKIP_RANK": "1"}))
+    assert "rank 0 exit 3" in line and "did not connect within 2 s" in line
+
+
+@pytest.mark.slow
+def test_generate_dead_peer_and_watchdog_are_one_line(tiny_model_dir):
+    line = _one_line(_generate_cli(tiny_model_dir, env={"PRIVINF_FAULT_EXIT_RANK": "1"}))
+    assert "rank 0 exit 5" in line and "went away mid-protocol" in line
+    line = _one_line(_generate_cli(tiny_model_dir, "--protocol-timeout", "0.5"))
+    assert "exit 5" in line and "did not finish within 0.5 s" in line

@@ -8,8 +8,8 @@ default), read by :func:`fraction_bits`.
   batched comparison of the stacked tensor (x - t_1, ..., x - t_k); since the bits b_i = [x < t_i]
   are monotone, segment indicators b_{i+1} - b_i are free, and one stacked multiplication applies
   every segment at once. Powers of x are shared between segments, computed in ceil(log2 d) rounds.
-- ``bolt``: BOLT's |x| symmetry for f(x) = 0.5 x + g(|x|): one comparison gives the sign and
-  |x|, a second one [|x| < a] picks Q(|x|) or 0.5|x|: two comparisons instead of three.
+- ``bolt``: BOLT's |x| symmetry for f(x) = 0.5 x + g(|x|): one batched comparison gives the
+  sign and [|x| < a] (which picks Q(|x|) or 0.5|x|), the powers of |x| come from x's.
 - ``logistic``: relu(x) - |x| q(t) with q(t) = e^-t / (1 + e^-t) (t = |x| for SiLU, the tanh
   argument for GELU): the sigmoid/tanh form with one sign comparison, exp by repeated squaring and
   a Newton reciprocal from a linear initial guess. Used for Iron's fixed-point tanh and for the
@@ -46,8 +46,8 @@ def below(x, thresholds: list[float]) -> list:
 def powers(x, needed: set[int]) -> dict:
     """{k: x**k} for k in ``needed``; level l builds the powers in (2**(l-1), 2**l] from lower ones.
 
-    Per level one batched square (x**2k = (x**k)**2 opens one masked tensor) and one batched
-    product for the rest: ceil(log2 d) levels for degree d.
+    Per level one batched product (squares and the other products stacked together, so a level is
+    one round): ceil(log2 d) rounds for degree d.
     """
     crypten = import_crypten()
     req = set(needed) | {1}
@@ -60,19 +60,12 @@ def powers(x, needed: set[int]) -> dict:
     while max(req) > level:
         todo = [k for k in sorted(req) if level < k <= 2 * level]
         halves = {k: 1 << ((k - 1).bit_length() - 1) for k in todo}
-        squares = [k for k in todo if 2 * halves[k] == k]  # a square opens one masked value, not two
-        others = [k for k in todo if k not in squares]
-        if squares:
-            base = crypten.stack([out[halves[k]] for k in squares])
-            base.encoder = x.encoder
-            sq = base.square()
-            out.update({k: sq[i] for i, k in enumerate(squares)})
-        if others:
-            left = crypten.stack([out[halves[k]] for k in others])
-            right = crypten.stack([out[k - halves[k]] for k in others])
+        if todo:
+            left = crypten.stack([out[halves[k]] for k in todo])
+            right = crypten.stack([out[k - halves[k]] for k in todo])
             left.encoder = right.encoder = x.encoder
             prod = left * right
-            out.update({k: prod[i] for i, k in enumerate(others)})
+            out.update({k: prod[i] for i, k in enumerate(todo)})
         level *= 2
     return out
 
@@ -174,14 +167,21 @@ def is_bolt_form(spec: ActivationSpec) -> bool:
 
 
 def bolt(x, spec: ActivationSpec):
-    """f(x) = 0.5 x + (|x| < a ? Q(|x|) : 0.5 |x|): sign comparison, then one on |x|."""
+    """f(x) = 0.5 x + (|x| < a ? Q(|x|) : 0.5 |x|): the signs of x, x + a and x - a in one
+    batched comparison; Q's even powers of |x| are x's, the odd ones x**k (1 - 2 [x < 0]) in one
+    product: 11 rounds for a degree-4 Q, where comparing |x| after the sign took 18."""
+    crypten = import_crypten()
     a, q = spec.segments[1].hi, spec.segments[1].abs_coeffs
-    neg = ltz(x)  # [x < 0]
-    ax = x - 2 * (neg * x)  # |x|
-    inside = ltz(ax - a)  # [|x| < a]
+    bits = ltz(crypten.stack([x, x + a, x - a]))  # [x < 0], [x < -a], [x < a]
+    neg, inside = bits[0], bits[2] - bits[1]
     shift = max(0, math.ceil(math.log2(a)))
-    p = powers(reduced(ax, shift), {k for k, c in enumerate(q) if c != 0.0 and k > 0})
-    g_in = polynomial(p, q, shift) - ax.div(2)
+    need = {k for k, c in enumerate(q) if c != 0.0 and k > 0} | {1}
+    p = powers(reduced(x, shift), need)  # (x / 2**shift)**k
+    odd = sorted(k for k in need if k % 2)
+    flips = neg * crypten.stack([p[k] for k in odd])  # bits at scale 1: no truncation
+    pa = {k: (p[k] - 2 * flips[odd.index(k)] if k % 2 else p[k]) for k in need}  # |x / 2**shift|**k
+    ax = crypten.mpc.MPCTensor.from_shares(pa[1]._tensor.share, precision=fraction_bits())  # |x| at f bits
+    g_in = polynomial(pa, q, shift) - ax.div(2)
     return (x + ax).div(2) + inside * g_in
 
 

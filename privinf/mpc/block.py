@@ -78,23 +78,35 @@ def sum_of_squares(h):
 
 @dataclass
 class Meter:
-    """Per-phase {wall_s, bytes, rounds} from CrypTen's communicator counters (this party's view)."""
+    """Per-phase {wall_s, bytes, rounds} from CrypTen's communicator counters (this party's view).
+
+    Phases nest: an inner phase's cost is its own, not also its enclosing phase's (exclusive).
+    """
 
     phases: dict = field(default_factory=dict)
+    _stack: list = field(default_factory=list)
+    _mark: tuple = (0.0, 0, 0)
+
+    def _flush(self) -> None:
+        """Charge the cost since the last mark to the innermost open phase."""
+        s = import_crypten().communicator.get().get_communication_stats()
+        now = (time.perf_counter(), int(s["bytes"]), int(s["rounds"]))
+        if self._stack:
+            p = self.phases.setdefault(self._stack[-1], {"wall_s": 0.0, "bytes": 0, "rounds": 0})
+            p["wall_s"] += now[0] - self._mark[0]
+            p["bytes"] += now[1] - self._mark[1]
+            p["rounds"] += now[2] - self._mark[2]
+        self._mark = now
 
     @contextmanager
     def phase(self, name: str):
-        comm = import_crypten().communicator.get()
-        before = comm.get_communication_stats()
-        start = time.perf_counter()
+        self._flush()
+        self._stack.append(name)
         try:
             yield
         finally:
-            after = comm.get_communication_stats()
-            p = self.phases.setdefault(name, {"wall_s": 0.0, "bytes": 0, "rounds": 0})
-            p["wall_s"] += time.perf_counter() - start
-            p["bytes"] += int(after["bytes"] - before["bytes"])
-            p["rounds"] += int(after["rounds"] - before["rounds"])
+            self._flush()
+            self._stack.pop()
 
 
 def mpc_rsqrt_spec(card: ProtocolCard) -> RsqrtSpec:
@@ -102,6 +114,32 @@ def mpc_rsqrt_spec(card: ProtocolCard) -> RsqrtSpec:
     if card.rsqrt.method == "exact":
         return RsqrtSpec(method="newton-normalized", iterations=4)
     return card.rsqrt
+
+
+# CrypTen's inv_sqrt initial guess g(m) = 2.2 exp(-(m/2 + 0.2)) + 0.2 - m/1024 (its exp the limit
+# (1 + t/2**8)**(2**8)) as a degree-6 Chebyshev fit in m - 2.5 on [0.6, 4.4]: max error 2.8e-6 on
+# the guess, 3e-8 relative after 3 Newton steps (tests/test_mpc_model.py checks both against
+# privinf.approx.functions.newton_rsqrt, the emulator's). 3 rounds instead of the limit's 8 squarings
+# (whose fixed-point rounding the squarings amplify 256-fold: about 4e-3 on the guess at 16 bits).
+GUESS_CENTER = 2.5
+GUESS_COEFFS = (0.711490375420707, -0.2594092307780052, 0.06472207139011721, -0.010756186952890948,
+                0.001336595290947714, -0.00013690154350560956, 1.1196757246691808e-05)
+
+
+def mantissa_rsqrt(m, iterations: int):
+    """1/sqrt(m) for the shared mantissa m (about [1, 4)) as CrypTen's ``inv_sqrt`` computes it.
+
+    CrypTen's initial guess (``GUESS_COEFFS``), then its Newton step y <- y (3 - m y**2) / 2 with
+    y**2 and m y in one batched product: 2 rounds a step where CrypTen takes 3. Runs at CrypTen's
+    current encoder precision, which must be m's.
+    """
+    crypten = import_crypten()
+    p = activations.powers(activations.reduced(m - GUESS_CENTER, 1), set(range(2, len(GUESS_COEFFS))))
+    y = activations.polynomial(p, GUESS_COEFFS, 1)
+    for _ in range(iterations):
+        sq = crypten.stack([y, m]) * crypten.stack([y, y])  # y**2, m y
+        y = y + y.div(2) - (sq[1] * sq[0]).div(2)  # 1.5 y - 0.5 m y**3
+    return y
 
 
 def scaled_rsqrt(ss, count: int, spec: RsqrtSpec):
@@ -130,8 +168,8 @@ def scaled_rsqrt(ss, count: int, spec: RsqrtSpec):
     if extra:  # below 16 bits, Newton's truncations and R = 2**(6-k) y (k up to 10) lose too much:
         m = m * 2 ** extra  # the same value at f + extra bits (m < 4: no wrap risk); R comes back
         m.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f + extra)  # at f + extra bits
-    with cfg.temp_override({"functions.sqrt_nr_iters": spec.iterations}):
-        y = m.inv_sqrt()  # CrypTen's initial guess + Newton, accurate on [1, 4)
+    with cfg.temp_override({"encoder.precision_bits": f + extra}):
+        y = mantissa_rsqrt(m, spec.iterations)  # CrypTen's initial guess + Newton, accurate on [1, 4)
     ys = crypten.stack([y * int(2 ** (_R_SHIFT - k)) if k <= _R_SHIFT else y.div(2 ** (k - _R_SHIFT)) for k in js])
     return (onehot * ys).sum(0), _R_SHIFT  # at f + extra bits when extra > 0 (the caller rescales)
 
@@ -190,18 +228,22 @@ def round_nearest(v, guard: int, fraction_bits: int):
     CrypTen's 2PC truncation rounds stochastically (floor or ceil of v / 2**g, error triangular on
     +-1 unit, std 2**-f / sqrt(6)); the cards' plaintext arithmetic rounds to nearest (uniform on
     +-1/2 unit, std 2**-f / sqrt(12)), and where rounding dominates the error (the site before
-    W_up) the two distributions differ visibly. The residual r = v - 2**g q of the local truncation
-    q is exact share by share and |r| < 2**g, so one batched comparison of r against +-2**(g-1)
-    (the bit-plane ``ltz``, cheap for small values) corrects q to round(v / 2**g).
+    W_up) the two distributions differ visibly. Party 0 adds d/2 (d = 2**g) to its share and each
+    party floors its own share: V + d/2 = d (q0 + q1) + r0 + r1 with 0 <= r_i < d, so
+    round(v / d) = q0 + q1 + [r0 + r1 >= d]: one comparison of the private residuals in a
+    (g + 1)-bit lane (``ltz``: 5 rounds at g = 8, where two 32-bit comparisons took 7). Ties round
+    up. Like CrypTen's own truncation it fails when the shares wrap the ring (probability
+    |V| / 2**63).
     """
     crypten = import_crypten()
     MPCTensor = crypten.mpc.MPCTensor
     d = 2 ** guard
-    V = v._tensor.share
-    q = V.div(d, rounding_mode="trunc")  # local truncation: floor or ceil of v / d
-    r = MPCTensor.from_shares(V - q * d, precision=0)  # exact residual, |r| < d
-    bits = ltz(crypten.stack([r - d // 2, r + d // 2]))  # [r < d/2], [r < -d/2]
-    out = MPCTensor.from_shares(q, precision=0) + 1 - bits[0] - bits[1]
+    rank = crypten.communicator.get().get_rank()
+    V = v._tensor.share + (d // 2 if rank == 0 else 0)
+    q = V.div(d, rounding_mode="floor")  # local
+    r = V - q * d - (d if rank == 0 else 0)  # shares of r0 + r1 - d, in [-d, d)
+    up = 1 - ltz(MPCTensor.from_shares(r, precision=0), lane=guard + 1)  # [r0 + r1 >= d]
+    out = MPCTensor.from_shares(q, precision=0) + up
     return MPCTensor.from_shares(out._tensor.share, precision=fraction_bits)
 
 
@@ -230,7 +272,9 @@ def norm(x, weight, bias, count: int, eps: float, kind: str, card: ProtocolCard,
         # label the left operand so CrypTen's truncation of the product by its scale leaves n w at
         # f + g bits, then round to nearest on the f-bit grid once, as the emulation's fp(n)
         n.encoder = crypten.encoder.FixedPointEncoder(precision_bits=shift + precision_bits(weight) - g)
-        n = round_nearest(n * weight, g, f)  # (T, C)
+        n = n * weight
+        with meter.phase("round"):
+            n = round_nearest(n, g, f)  # (T, C)
         if bias is not None:
             n = n + bias
     return n
@@ -263,7 +307,9 @@ def mlp_block(x, w: Weights, meta: dict, card: ProtocolCard, meter: Meter, matmu
     with meter.phase("multiply"):
         if gated:  # as at the norm: a * up kept at f + g bits, then one exact rounding to nearest
             a.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f - g)
-            d = round_nearest(a * gu[:, I:], g, f)  # (T, I): site before W_down
+            d = a * gu[:, I:]
+            with meter.phase("round"):
+                d = round_nearest(d, g, f)  # (T, I): site before W_down
         else:
             d = a
     with meter.phase("matmul"):

@@ -75,27 +75,34 @@ def _cat(t, extra_share: torch.Tensor):
     return out
 
 
-def _planes(values: torch.Tensor) -> torch.Tensor:
-    """(n,) int64 -> (LANE, ceil(n/64)) words: plane j packs bit j of every value (little-endian)."""
+def _planes(values: torch.Tensor, lane: int = LANE) -> torch.Tensor:
+    """(n,) int64 -> (lane, ceil(n/64)) words: plane j packs bit j of every value (little-endian)."""
     raw = np.ascontiguousarray(values.numpy()).view(np.uint8).reshape(-1, 8)  # (n, 8) bytes
-    bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :LANE]  # (n, LANE)
+    bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :lane]  # (n, lane)
     return _pack_bits(torch.from_numpy(np.ascontiguousarray(bits.T)))
 
 
-def ltz(x):
-    """[x < 0] for an MPCTensor x with |x| < bound(f), as an MPCTensor of 0/1 at scale 1."""
+def lane_for(limit: int) -> int:
+    """The smallest lane for which :func:`ltz` is exact on raw values in [-limit, limit)."""
+    return max(2, int(limit - 1).bit_length() + 1)
+
+
+def ltz(x, lane: int = LANE):
+    """[x < 0] for an MPCTensor x with |raw x| < 2**(lane - 1) (|x| < bound(f) for the default lane),
+    as an MPCTensor of 0/1 at scale 1. A smaller lane (small integers: counts, rounding residuals)
+    takes fewer AND levels: ceil(log2(lane - 1)) + 2 rounds."""
     crypten = import_crypten()
     BST = crypten.mpc.primitives.BinarySharedTensor
     MPCTensor = crypten.mpc.MPCTensor
     shape = x.size()
     share = x._tensor.share.reshape(-1)  # this party's share; bits above LANE are ignored
     n = share.numel()
-    planes = _planes(share)  # (LANE, W) this party's bits, plane by plane
+    planes = _planes(share, lane)  # (lane, W) this party's bits, plane by plane
     a, b = BST(planes, src=0), BST(planes, src=1)  # each party's share bits as a private binary input
     rank = crypten.communicator.get().get_rank()
-    low = LANE - 1  # bits 0..LANE-2 feed the carry into the sign bit
+    low = lane - 1  # bits 0..lane-2 feed the carry into the sign bit
     G = _and(a[:low], b[:low])  # (low, W) generate
-    P = (a ^ b)  # (LANE, W) propagate; P[LANE-1] is the sign bit's own sum bit
+    P = (a ^ b)  # (lane, W) propagate; P[lane-1] is the sign bit's own sum bit
     sign_sum = P[low]
     # pad to an even count with a propagate-only plane (G=0, P=1): the carry passes through it
     Gs, Ps = G, P[:low]

@@ -132,9 +132,10 @@ def _protocol(args, crypten, card, bits, meta, p0, weights, ids, Meter, KVCache,
     cache, tokens, steps, step_logits = KVCache(), [], [], []
     feed, T = ids, p0["T"]
     for step in range(p0["steps"]):
-        clock = Clock(crypten)
-        logits = reveal_logits(forward(shared, meta, feed, T, card, meter, cache, bits))
-        steps.append(clock.read())
+        clock, step_meter = Clock(crypten), Meter()
+        logits = reveal_logits(forward(shared, meta, feed, T, card, step_meter, cache, bits))
+        steps.append({**clock.read(), "phases": step_meter.phases})
+        _accumulate(meter.phases, step_meter.phases)
         if args.rank == 0:
             nxt = int(logits[-1].argmax())
             tokens.append(nxt)
@@ -158,6 +159,13 @@ def _protocol(args, crypten, card, bits, meta, p0, weights, ids, Meter, KVCache,
         from safetensors.torch import save_file
         save_file({k: v.contiguous() for k, v in saved.items()}, str(out / "check.safetensors"))
     return result
+
+
+def _accumulate(total: dict, phases: dict) -> None:
+    for name, p in phases.items():
+        t = total.setdefault(name, {"wall_s": 0.0, "bytes": 0, "rounds": 0})
+        for k in t:
+            t[k] += p[k]
 
 
 def _score(args, crypten, card, bits, meta, lengths, shared, seqs, offline, meter, KVCache, forward, reveal_logits):

@@ -9,10 +9,10 @@ card's fraction bits f (CrypTen's encoder precision, int64 ring):
   tokens, nothing about which.
 - **Each layer**: the card's RMSNorm (:func:`privinf.mpc.block.norm`), q/k/v as one masked
   product, rotary embedding with public angles (a local integer product, one truncation), causal
-  attention (CrypTen Beaver products for q k^T and p v; softmax = max by a comparison tree with
-  :func:`privinf.mpc.compare.ltz`, then exp and reciprocal: CrypTen's own, the cards name none,
-  evaluated at >= 16 fraction bits), o_proj, residual, the MLP block of :mod:`privinf.mpc.block`
-  with masked products, residual.
+  attention (CrypTen Beaver products for q k^T and p v; the softmax of :mod:`privinf.mpc.softmax`:
+  max by batched comparisons, the card's exp (CrypTen's own where the card names none) and a
+  range-reduced Newton reciprocal, at >= 16 fraction bits), o_proj, residual, the MLP block of
+  :mod:`privinf.mpc.block` with masked products, residual.
 - **Final norm and LM head** (the tied or own head as a masked product with W^T).
 - **What the client learns**: the logits of the last position of each forward (the full
   next-token distribution), revealed to party 0 only; party 0 picks the token itself. The server
@@ -34,14 +34,12 @@ from privinf.cards import ProtocolCard
 from privinf.errors import PrivinfError
 from privinf.mpc import activations
 from privinf.mpc.block import Meter, Weights, mlp_block, norm, precision_bits
-from privinf.mpc.compare import ltz
 from privinf.mpc.offline import MaskedWeight, block_matmul, masked_matmul, prepare, prepare_block, share_raw
 from privinf.mpc.shim import import_crypten
+from privinf.mpc.softmax import SOFTMAX_BITS, softmax
 
 ARCHS = ("llama", "mistral", "qwen2")
 ROPE_BITS = 16  # public cos/sin as integers at 16 fraction bits
-SOFTMAX_BITS = 16  # the softmax runs at >= 16 fraction bits (CrypTen's exp squares 8 times)
-MASK_BIAS = -1024.0  # added to masked scores before the max (ltz is exact for |x| < 2**15 at 16 bits)
 
 
 class UnsupportedModel(PrivinfError, ValueError):
@@ -182,37 +180,6 @@ def _rope(x_share: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bits: int
     return _wrap((x_share * c + rot * s).div(2 ** ROPE_BITS, rounding_mode="trunc"), bits)
 
 
-def tree_max(x):
-    """max over the last dimension (keepdim) by a tree of batched comparisons (``ltz``)."""
-    crypten = import_crypten()
-    while x.size(-1) > 1:
-        carry = x[..., -1:] if x.size(-1) % 2 else None
-        if carry is not None:
-            x = x[..., :-1]
-        a, b = x[..., 0::2], x[..., 1::2]
-        x = a + ltz(a - b) * (b - a)  # bits at scale 1: no truncation
-        if carry is not None:
-            x = crypten.cat([x, carry], dim=-1)
-    return x
-
-
-def softmax(x, keep: torch.Tensor | None):
-    """Softmax over the last dimension; ``keep`` (public 0/1, broadcastable) masks positions out.
-
-    max by comparisons, CrypTen's exp (1 + t/2**8)**(2**8) of t = x - max <= 0, masked terms
-    zeroed exactly, CrypTen's Newton reciprocal of the sum (>= 1, the max's own term).
-    """
-    crypten = import_crypten()
-    if keep is not None:
-        x = x + (1 - keep.double()) * MASK_BIAS
-    e = (x - tree_max(x)).exp()
-    if keep is not None:
-        e = _wrap(e._tensor.share * keep.long(), precision_bits(e))
-    with crypten.cfg.temp_override({"functions.reciprocal_all_pos": True}):
-        r = e.sum(-1, keepdim=True).reciprocal()
-    return e * r
-
-
 def attention(x, L: SharedLayer, meta: dict, card: ProtocolCard, meter: Meter, cache: KVCache, i: int,
               positions: torch.Tensor):
     """Shared residual x (T, C) -> o_proj(attention(norm(x))) (T, C); appends this layer's k, v."""
@@ -244,7 +211,7 @@ def attention(x, L: SharedLayer, meta: dict, card: ProtocolCard, meter: Meter, c
         if T > 1:
             past = S - T
             keep = (torch.arange(S)[None, :] <= past + torch.arange(T)[:, None]).repeat(g, 1)  # (g T, S)
-        p = activations.at_least(lambda t: softmax(t, keep), scores, SOFTMAX_BITS)
+        p = activations.at_least(lambda t: softmax(t, keep, card.softmax, meter), scores, SOFTMAX_BITS)
         out = p.matmul(v).reshape(H, T, d).transpose(0, 1).reshape(T, H * d)  # (T, H d)
     with meter.phase("matmul"):
         return masked_matmul(out, L.o, f)

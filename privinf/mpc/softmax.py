@@ -1,0 +1,143 @@
+"""The attention softmax as a two-party protocol: max, exp and reciprocal on shares.
+
+- **max** (:func:`tree_max`): all pairs of a group compared at once, the winner found from its
+  count of wins; the same value as a comparison tree, in 13 rounds for a decoding step's keys
+  where a binary tree takes 8 per halving.
+- **exp**: the card's (``softmax`` section; CrypTen's limit (1 + t/2**8)**(2**8) where the
+  protocol publishes none) of t = x - max <= 0, by squarings.
+- **reciprocal** (:func:`reciprocal`): of the sum, >= 1 (the max's own term), <= the key count.
+
+Runs at >= ``SOFTMAX_BITS`` fraction bits (the caller lifts the scores with ``activations.at_least``).
+The plaintext twin (:func:`privinf.mpc.plain.card_softmax`) computes the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from privinf.cards import SoftmaxSpec
+from privinf.mpc import activations
+from privinf.mpc.block import Meter, precision_bits
+from privinf.mpc.compare import lane_for, ltz
+from privinf.mpc.shim import import_crypten
+
+SOFTMAX_BITS = 16  # the softmax runs at >= 16 fraction bits (CrypTen's exp squares 8 times)
+MASK_BIAS = -1024.0  # added to masked scores before the max (ltz is exact for |x| < 2**15 at 16 bits)
+RECIPROCAL_ITERS = 3  # Newton steps of :func:`reciprocal` from its linear guess on [1, 2)
+
+
+def _wrap(share: torch.Tensor, bits: int):
+    return import_crypten().mpc.MPCTensor.from_shares(share, precision=bits)
+
+
+PAIR_BUDGET = 2 ** 19  # comparisons one max step may batch (about 10 MB at 2.5 words each)
+
+
+def tree_max(x):
+    """max over the last dimension (keepdim): groups of r elements reduced to their max per step.
+
+    A step compares every pair in each group at once (one batched ``ltz``), counts each element's
+    wins (ties go to the lower index, so exactly one element of a group wins all r - 1), finds the
+    winner with one small-lane ``ltz`` on the counts and selects it with one product: about
+    7 + 5 + 1 rounds for a whole group, where a binary tree pays 8 per halving (48 rounds for 48
+    keys against 13). The group size r is the largest whose pairs fit ``PAIR_BUDGET`` (decoding: all
+    keys at once); r = 2 is the plain tree step. The value is the same max either way.
+    """
+    while x.size(-1) > 1:
+        n = x.size(-1)
+        rows = x.numel() // n
+        r = max(2, min(n, int(2 * PAIR_BUDGET / max(1, rows * n)) + 1))
+        x = _pair_step(x) if r == 2 else _group_step(x, r)
+    return x
+
+
+def _pair_step(x):
+    crypten = import_crypten()
+    carry = x[..., -1:] if x.size(-1) % 2 else None
+    if carry is not None:
+        x = x[..., :-1]
+    a, b = x[..., 0::2], x[..., 1::2]
+    x = a + ltz(a - b) * (b - a)  # bits at scale 1: no truncation
+    return x if carry is None else crypten.cat([x, carry], dim=-1)
+
+
+def _group_step(x, r: int):
+    """(..., n) -> (..., ceil(n / r)): the max of each group of r, by all pairs (see tree_max)."""
+    crypten = import_crypten()
+    n = x.size(-1)
+    groups = -(-n // r)
+    if groups * r > n:  # pad with copies of the last key: they cannot change a max
+        x = crypten.cat([x] + [x[..., -1:]] * (groups * r - n), dim=-1)
+    xg = x.reshape(*x.size()[:-1], groups, r)  # (..., G, r)
+    ii, jj = torch.triu_indices(r, r, 1)  # pairs i < j
+    b = ltz(xg[..., ii] - xg[..., jj])  # (..., G, P): [x_i < x_j], j beats i
+    inc_i = torch.zeros(len(ii), r, dtype=torch.long)
+    inc_i[torch.arange(len(ii)), ii] = 1
+    inc_j = torch.zeros(len(ii), r, dtype=torch.long)
+    inc_j[torch.arange(len(ii)), jj] = 1
+    bs = b._tensor.share
+    ones = inc_i.sum(0) if _rank() == 0 else torch.zeros(r, dtype=torch.long)  # public counts, party 0's share
+    wins = ones - bs @ inc_i + bs @ inc_j  # (..., G, r): sum over pairs of i's wins; local integer maps
+    lose = ltz(_wrap(wins - (r - 1) * (_rank() == 0), 0), lane=lane_for(r))  # [wins < r - 1]
+    best = (1 - lose) * xg  # one winner per group; bits at scale 1: no truncation
+    return best.sum(-1)  # (..., G)
+
+
+def _rank() -> int:
+    return import_crypten().communicator.get().get_rank()
+
+
+def softmax(x, keep: torch.Tensor | None, spec: SoftmaxSpec = SoftmaxSpec(), meter: Meter | None = None):
+    """Softmax over the last dimension; ``keep`` (public 0/1, broadcastable) masks positions out.
+
+    max by comparisons (:func:`tree_max`), the card's exp (CrypTen's (1 + t/2**n)**(2**n), n = 8,
+    unless the card's ``softmax`` section says otherwise) of t = x - max <= 0, masked terms zeroed
+    exactly, the reciprocal of the sum (>= 1, the max's own term) by :func:`reciprocal`.
+    """
+    crypten = import_crypten()
+    meter = meter or Meter()
+    if keep is not None:
+        x = x + (1 - keep.double()) * MASK_BIAS
+    with meter.phase("max"):
+        mx = tree_max(x)
+    with meter.phase("exp"), crypten.cfg.temp_override({"functions.exp_iterations": spec.exp_iterations}):
+        e = (x - mx).exp()
+    if keep is not None:
+        e = _wrap(e._tensor.share * keep.long(), precision_bits(e))
+    with meter.phase("reciprocal"):
+        r = reciprocal(e.sum(-1, keepdim=True), x.size(-1), spec.reciprocal_iterations)
+    return e * r
+
+
+def reciprocal(s, limit: int, iterations: int = RECIPROCAL_ITERS):
+    """1/s for shared s in [1, limit]: range reduction, a linear guess, Newton steps.
+
+    2**k <= s < 2**(k+1) from one batched comparison with the public 2**j (j = 1..K); the one-hot
+    k gives c = 2**-k and c**2 as local sums. On the mantissa m = s c in [1, 2) the guess
+    24/17 - 8/17 m is within 1/17 of 1/m; scaled by c it is y0 = 24/17 c - 8/17 c**2 s (one
+    product). Newton's y <- y (1 + e), e = 1 - s y, runs in Goldschmidt's form (e <- e**2 and
+    y (1 + e) in one batched product): relative error (1/17)**8 = 1.4e-10 after 3 steps.
+    CrypTen's own ``reciprocal`` (guess 3 exp(1 - 2 s) + 0.003, 10 Newton steps) reaches the same
+    value (within 4e-8 relative for s in [1, 253]) in 28 rounds; this takes 12. Above s = 253
+    CrypTen's guess breaks (its limit exp of 1 - 2 s < -255 grows again) and Newton diverges:
+    a softmax over more than 253 similar keys; this one holds for any s <= limit.
+    """
+    crypten = import_crypten()
+    MPCTensor = crypten.mpc.MPCTensor
+    f = precision_bits(s)
+    K = max(1, math.ceil(math.log2(limit + 1)))
+    if K > f:
+        raise ValueError(f"reciprocal: limit {limit} needs more than {f} fraction bits")
+    b = ltz(crypten.stack([s - 2.0 ** j for j in range(1, K + 1)]))  # b[j-1] = [s < 2**j]
+    onehot = [b[0]] + [b[j] - b[j - 1] for j in range(1, K)] + [1 - b[K - 1]]  # k = 0..K
+    c = MPCTensor.from_shares(sum(e._tensor.share * 2 ** (f - k) for k, e in enumerate(onehot)), precision=f)
+    c2 = MPCTensor.from_shares(sum(e._tensor.share * 4 ** (f - k) for k, e in enumerate(onehot)), precision=2 * f)
+    c2s = MPCTensor.from_shares((c2 * s)._tensor.share, precision=f)  # truncated by c2's 2f bits: at f bits
+    y = activations.times(c, 24.0 / 17.0) - activations.times(c2s, 8.0 / 17.0)
+    e = 1 - s * y
+    for _ in range(iterations - 1):
+        ye = crypten.stack([y, e]) * crypten.stack([1 + e, e])
+        y, e = ye[0], ye[1]
+    return y * (1 + e)
