@@ -143,7 +143,8 @@ def start_ray(address: str | None, workers: int | None, threads: int) -> tuple[i
             else:
                 ray.init(num_cpus=workers * threads, object_store_memory=200 * 2**20, **kw)
         except ConnectionError as exc:
-            raise UsageError(f"--ray-address {address}: {exc}") from None
+            raise UsageError(f"--ray-address {address}: {exc}; a cluster with token authentication (Ray's "
+                             "default since 2.59) needs RAY_AUTH_MODE=token and its token here") from None
     res = ray.cluster_resources()
     cpus, gpus = int(res.get("CPU", 0)), float(res.get("GPU", 0))
     n = workers or (int(gpus) if gpus >= 1 else max(1, cpus // threads))
