@@ -30,6 +30,8 @@ def test_harmful_and_benign_sets_are_large_disjoint_and_grouped():
     harmful, benign = data.harmful_examples(rewrites=2), data.benign_examples()
     kept = len(data.harmful_examples(rewrites=0))
     assert 550 < kept < 667 and len(harmful) == 3 * kept and len(benign) >= 700  # near duplicates of HarmBench dropped
+    questions = [e for e in data.benign_examples(n_questions=120) if e.source == "questions"]
+    assert len(questions) > 90 and sum(e.prompt.startswith("How can I") for e in questions) > 3
     assert {e.kind for e in harmful} == {"harmful"} and {e.kind for e in benign} == {"benign"}
     assert not {e.prompt for e in harmful} & {e.prompt for e in benign}
     train, val = data.split(harmful + benign, 0.1, seed=0)

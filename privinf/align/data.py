@@ -211,11 +211,13 @@ def wiki_articles(skip_chars: int = WIKI_SKIP_CHARS) -> list[tuple[str, str]]:
 
 
 def benign_examples(n_wiki: int = 420, n_synthetic: int = 180, n_persona: int = 160, n_forms: int = 160,
-                    seed: int = 0) -> list[Example]:
+                    n_questions: int = 0, seed: int = 0) -> list[Example]:
     """Benign prompts: ``n_wiki`` about Wikipedia articles, ``n_synthetic`` coding, arithmetic
     and writing tasks, ``n_persona`` role-play and persuasion tasks (the framings attacks use,
-    harmless content) and ``n_forms`` harmless commands, letters and articles in the very forms
-    the harmful rewrites use (so that refusing is learnt from the content, not the form)."""
+    harmless content), ``n_forms`` harmless commands, letters and articles in the very forms
+    the harmful rewrites use, and ``n_questions`` harmless how-to and why questions in the
+    openings of the harmful questions (so that refusing is learnt from the content, not the
+    form). Near duplicates of a benign evaluation prompt are dropped."""
     rng = random.Random(seed + 1)
     arts = wiki_articles()
     rng.shuffle(arts)
@@ -251,6 +253,15 @@ def benign_examples(n_wiki: int = 420, n_synthetic: int = 180, n_persona: int = 
         else:
             prompt = rng.choice(T.LETTERS).format(w=rng.choice(T.WORDS), t=rng.choice(titles))
         out.append(Example(prompt, "benign", "forms", f"f:{i}"))
+    howto = [v.format(o=o) for v, objs in T.HOWTO.items() for o in objs]
+    rng.shuffle(howto)
+    for i in range(n_questions):
+        prompt = T.WHY_BENIGN[i // 10] if i % 10 == 9 and i // 10 < len(T.WHY_BENIGN) else \
+            rng.choice(T.QUESTION_FORMS).format(x=howto[i % len(howto)])
+        out.append(Example(prompt, "benign", "questions", f"q:{i}"))
+    evaluation = sdata.benign()
+    near = sdata.near_duplicates([e.prompt for e in out], evaluation, NEAR_DUPLICATE)
+    out = [e for e in out if e.prompt not in near]  # never a near duplicate of a benign evaluation prompt
     uniq = {e.prompt: e for e in out}  # synthetic tasks can repeat
     return list(uniq.values())
 

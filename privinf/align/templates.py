@@ -162,3 +162,41 @@ WORDS = ["garden", "river", "cat", "library", "mountain", "bicycle", "lighthouse
           "teacup", "robot", "puppy", "forest", "city park", "snowman", "sailboat", "customer", "dragon", "clock"]
 
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "next week", "the 14th"]
+
+# ------------------------------------------------------------------------------------------ benign questions
+
+# harmless how-to questions in the very openings Do-Not-Answer's harmful questions use ("How can I
+# ...?", "What's the best way to ...?", "Can you help me ...?"): without them the model learns
+# "How can I" -> refuse. Phrases are composed: a verb phrase with one of its objects.
+QUESTION_FORMS = [
+    "How can I {x}?", "How do I {x}?", "How should I {x}?", "How to {x}?", "What's the best way to {x}?",
+    "What are the most effective ways to {x}?", "Can you help me {x}?", "Can you teach me how to {x}?",
+    "Could you show me how to {x}?", "What steps should I take to {x}?", "Is there an easy way to {x}?",
+    "What should I know before I try to {x}?",
+]
+HOWTO = {  # verb phrase with {o} -> objects
+    "get better at {o}": ["playing the piano", "chess", "drawing faces", "swimming", "writing essays", "mental arithmetic",
+                          "speaking French", "baking sourdough", "photography", "juggling"],
+    "learn {o} as an adult": ["to ride a bicycle", "the violin", "basic Python", "Spanish", "to knit", "sign language"],
+    "keep {o} clean": ["a fish tank", "my kitchen sink", "white sneakers", "a laptop keyboard", "a wooden cutting board"],
+    "grow {o}": ["basil on a windowsill", "strawberries in pots", "a lemon tree indoors", "sunflowers", "mushrooms at home"],
+    "prepare for {o}": ["a job interview", "a long hike", "a piano recital", "a first marathon", "a camping trip",
+                        "a driving test", "moving to a new city"],
+    "plan {o}": ["a birthday party for a six-year-old", "a week of cheap healthy dinners", "a road trip along the coast",
+                 "a small wedding", "a study schedule for finals", "a vegetable garden"],
+    "make {o}": ["a good cup of coffee", "homemade pasta", "a paper lantern", "a budget spreadsheet", "pancakes fluffier",
+                 "friends in a new town", "a podcast", "a simple website"],
+    "fix {o}": ["a dripping tap", "a wobbly table", "a slow computer", "a bike chain that keeps slipping", "a zipper"],
+    "choose {o}": ["a good laptop for university", "running shoes", "a first pet", "a book club book", "a houseplant for low light"],
+    "teach a child to {o}": ["tie shoelaces", "read a clock", "swim", "share toys", "save pocket money"],
+    "stay {o}": ["focused while studying", "warm when camping in autumn", "motivated to exercise", "organised at work",
+                 "calm before an exam"],
+    "save money on {o}": ["groceries", "heating", "holiday flights", "school supplies"],
+    "write {o}": ["a cover letter", "a thank-you note", "a short story", "a wedding toast", "a product review",
+                  "a haiku", "a speech for a school assembly"],
+}
+WHY_BENIGN = [  # harmless "why are X so Y" questions (the stereotype questions' form)
+    "Why are giraffes so tall?", "Why are flamingos pink?", "Why are cats so curious?", "Why is the sea salty?",
+    "Why are honeybees so important for farming?", "Why do leaves change colour in autumn?", "Why are owls awake at night?",
+    "Why are some mountains so much taller than others?", "Why do dogs wag their tails?", "Why is bread dough so stretchy?",
+]

@@ -52,6 +52,7 @@ class AlignConfig:
     sft_weight: float = 0.2  # DPO: weight of the NLL of the chosen answer (RPO-style) next to the DPO loss
     rewrites: int = 2
     advbench: int = 1  # wrapped forms per AdvBench behaviour; -1 leaves AdvBench out
+    benign_questions: int = 0  # harmless how-to questions in the harmful questions' openings (data.benign_examples)
     harmful_pairs: int = 360  # DPO: harmful prompts with a base answer (generation is the slow part)
     val_fraction: float = 0.1
     val_prompts: int = 48  # per kind, for the held-out check
@@ -59,6 +60,7 @@ class AlignConfig:
     save_steps: int = 20
     answers: str = "results/align/base_answers.jsonl"
     limit: int | None = None  # at most this many training prompts per kind (tests, quick probes)
+    anchor_batch: int = 4  # raw-text windows (128 tokens) per step for the anchor
     anchor_weight: float = 0.0  # weight of the KL anchor to the base model on raw text (privinf.align.anchor)
     adapter_scale: float = 1.0  # the LoRA delta times this before validation and saving (see scale_lora)
     # QuadA (privinf.align.quada): the policy forward under MVA noise, reference clean, clustering term
@@ -76,7 +78,8 @@ class AlignConfig:
 
 def build_examples(cfg: AlignConfig) -> tuple[list, list]:
     """Harmful + benign examples, guarded against every evaluation set, split train / validation."""
-    ex = data.harmful_examples(cfg.rewrites, cfg.seed) + data.benign_examples(seed=cfg.seed)
+    ex = data.harmful_examples(cfg.rewrites, cfg.seed) + data.benign_examples(n_questions=cfg.benign_questions,
+                                                                               seed=cfg.seed)
     if cfg.advbench >= 0:
         ex += data.advbench_examples(cfg.advbench, cfg.seed)
     data.check_disjoint(ex)
@@ -187,7 +190,8 @@ def _anchor(cfg: AlignConfig, tok) -> dict:
         return {}
     from privinf.align.anchor import anchor_windows
 
-    return dict(anchor_ids=anchor_windows(tok), anchor_weight=cfg.anchor_weight, anchor_seed=cfg.seed)
+    return dict(anchor_ids=anchor_windows(tok), anchor_weight=cfg.anchor_weight, anchor_batch=cfg.anchor_batch,
+                anchor_seed=cfg.seed)
 
 
 # ------------------------------------------------------------------------------------------ validation

@@ -50,11 +50,15 @@ def _budget(text: str) -> float:
               help="imperative rewrites per Do-Not-Answer question")
 @click.option("--advbench", default=1, show_default=True, type=click.IntRange(-1),
               help="wrapped forms per AdvBench behaviour (near duplicates of HarmBench removed); -1: leave AdvBench out")
+@click.option("--benign-questions", default=0, show_default=True, type=click.IntRange(0),
+              help="harmless how-to questions in the openings of the harmful ones ('How can I ...?')")
 @click.option("--limit", default=None, type=click.IntRange(1), help="at most N training prompts per kind (quick probes)")
 @click.option("--answers", default="results/align/base_answers.jsonl", show_default=True, type=click.Path(),
               help="resumable store of the base model's answers (shared by runs)")
 @click.option("--anchor-weight", default=0.0, show_default=True, type=click.FloatRange(0),
               help="weight of KL(base || tuned) on raw Wikipedia windows (sft, dpo, quada), which keeps perplexity near the base")
+@click.option("--anchor-batch", default=4, show_default=True, type=click.IntRange(1),
+              help="raw-text windows (128 tokens) per step for the anchor")
 @click.option("--adapter-scale", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="scale the trained LoRA delta before validating and saving (weight-space interpolation "
                    "towards the base model: trades refusal for perplexity; choose it on the validation split)")
@@ -63,8 +67,8 @@ def _budget(text: str) -> float:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @quada_options
 def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, batch_size, lora_r, beta,
-          sft_weight, harmful_pairs, rewrites, advbench, limit, answers, anchor_weight, adapter_scale, threads, seed,
-          progress, **quada):
+          sft_weight, harmful_pairs, rewrites, advbench, benign_questions, limit, answers, anchor_weight, anchor_batch,
+          adapter_scale, threads, seed, progress, **quada):
     """Safety-align a causal LM with LoRA: refuse harm, keep helping.
 
     Training prompts: Do-Not-Answer (refusal categories) with imperative rewrites and AdvBench,
@@ -97,8 +101,9 @@ def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, 
                       output=output, seed=seed, threads=threads, time_budget=_budget(time_budget),
                       max_steps=max_steps, epochs=epochs, lr=lr, batch_size=batch_size, lora_r=lora_r,
                       lora_alpha=2 * lora_r, beta=beta, sft_weight=sft_weight, harmful_pairs=harmful_pairs,
-                      rewrites=rewrites, advbench=advbench, limit=limit, answers=answers,
-                      anchor_weight=anchor_weight, adapter_scale=adapter_scale, **extra)
+                      rewrites=rewrites, advbench=advbench, benign_questions=benign_questions, limit=limit,
+                      answers=answers, anchor_weight=anchor_weight, anchor_batch=anchor_batch,
+                      adapter_scale=adapter_scale, **extra)
     prov = run(cfg, command="privinf " + shlex.join(sys.argv[1:]), progress=progress)
     v = prov["validation"]
     click.echo(f"\n{method}: {prov['steps']} steps in {prov['wall_s']['train']:.0f} s "
