@@ -152,7 +152,7 @@ def weights(path: str | Path | None, option: str = "--weights") -> Path | None:
 
 
 def prompts(spec: str, option: str = "--prompts"):
-    """A prompt set by name (harmbench, donotanswer) or a .txt/.jsonl file, read and checked."""
+    """A prompt set by name (harmbench, donotanswer, advbench, tense) or a .txt/.jsonl file, read and checked."""
     from privinf.safety import data
 
     try:

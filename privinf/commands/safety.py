@@ -34,7 +34,7 @@ def common(f):
         click.option("--model-path", default=None, help="local weights folder for a model card"),
         click.option("--weights", default=None, help="PEFT LoRA adapter folder (merged into the model)"),
         click.option("--prompts", default="harmbench", show_default=True,
-                     help="harmful prompts: harmbench, donotanswer, or a .txt/.jsonl file of your own"),
+                     help="harmful prompts: harmbench, donotanswer, advbench, tense, or a .txt/.jsonl file of your own"),
         click.option("--limit", default=32, show_default=True, help="first N harmful prompts (0 = all)"),
         click.option("--benign-limit", default=16, show_default=True,
                      help="first N benign prompts for over-refusal (0 = skip; -1 = all 160)"),
