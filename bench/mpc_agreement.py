@@ -8,6 +8,11 @@ with the twin (``privinf.mpc.plain``), the emulator (Hugging Face model with
 ``emulate(model, "exact", card=...)``, MLP sites) and the clean model.
 
     nice -n 10 .venv/bin/python bench/mpc_agreement.py --card bolt --prompts 8 --new-tokens 32
+
+With --sites the session also reveals both MLP sites of every layer (evaluation only), and the
+script reports, per layer and site, the KS statistic between 2PC's error (2PC site value minus
+the clean model's, every position of every sequence) and the emulator's (``emulate(model,
+"exact")`` on every layer at once, same tokens): the per-layer check of issue 15.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--out", default="results/mpc_agreement.json")
+    p.add_argument("--sites", action="store_true", help="also KS per layer and site, 2PC vs emulator errors")
     a = p.parse_args()
     torch.set_num_threads(1)
     from privinf.cards import protocol_card
@@ -58,7 +64,7 @@ def main() -> None:
         seqs.append(ids + cont[:-1])
         starts.append(len(ids) - 1)
     t0 = time.time()
-    logits, res = score_2pc(a.model, seqs, a.card, timeout_s=300, protocol_timeout_s=7200,
+    logits, res = score_2pc(a.model, seqs, a.card, timeout_s=300, protocol_timeout_s=7200, sites=a.sites,
                             progress=lambda s, of, rec: print(f"sequence {s}/{of}: {rec['wall_s']:.1f} s, "
                                                               f"{rec['rounds']} rounds", flush=True))
     wall = time.time() - t0
@@ -74,10 +80,42 @@ def main() -> None:
     report = {"card": a.card, "prompts": len(seqs), "new_tokens": a.new_tokens, "positions": len(agree["twin"]),
               "top1_agreement_with_2pc": {k: sum(v) / len(v) for k, v in agree.items()},
               "max_abs_logit_diff_vs_2pc": diffs, "offline": res.offline, "forwards": res.steps, "session_s": wall}
+    if a.sites:
+        report["ks_per_layer"] = site_ks(model, seqs, card, res.check, w.meta["L"])
+        print(ks_table(report["ks_per_layer"]))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("positions", "top1_agreement_with_2pc", "max_abs_logit_diff_vs_2pc")},
                      indent=1))
+
+
+def site_ks(model, seqs, card, check: dict, layers: int) -> list[dict]:
+    """Per layer and site: KS between 2PC's and the emulator's errors against the clean model."""
+    from privinf.emulator import capture_sites
+    from privinf.errormodel import ks_two_sample
+    from privinf.profile import emulator_errors
+
+    batches = [torch.tensor([s]) for s in seqs]
+    clean = capture_sites(model, batches, list(range(layers)))
+    emu = emulator_errors(model, batches, card, list(range(layers)), {}, every_layer=True)
+    rows = []
+    for layer in range(layers):
+        row = {"layer": layer}
+        for site in ("up", "down"):
+            mpc = torch.cat([check[f"seq{i}.L{layer}.{site}"] for i in range(len(seqs))]) - clean[(layer, site)]
+            ks = ks_two_sample(mpc.numpy(), emu[(layer, site)].numpy())
+            row[site] = {"ks": ks["ks"], "p": ks["p"], "std_2pc": float(mpc.std()),
+                         "std_emulator": float(emu[(layer, site)].std())}
+        rows.append(row)
+    return rows
+
+
+def ks_table(rows: list[dict]) -> str:
+    from privinf.report import table
+
+    return table(["layer", "KS up", "err std up 2PC / emu", "KS down", "err std down 2PC / emu"],
+                 [[r["layer"], r["up"]["ks"], f"{r['up']['std_2pc']:.4g} / {r['up']['std_emulator']:.4g}",
+                   r["down"]["ks"], f"{r['down']['std_2pc']:.4g} / {r['down']['std_emulator']:.4g}"] for r in rows])
 
 
 if __name__ == "__main__":

@@ -132,6 +132,9 @@ def _run_cell(backend, block, x, card, repeats: int) -> dict:
     err = float((last.output.out - block(x).out).abs().max())
     cell = {"wall_s": _spread(walls), "bytes_sent": c.bytes_sent, "rounds": c.rounds, "depth": c.depth,
             "ring_dim": c.ring_dim, "max_abs_error": err}
+    for part in ("offline", "online"):  # MPC: weights shared and masked once per connection / per query
+        if (c.extra or {}).get(part):
+            cell[part] = c.extra[part]
     if act_walls:  # the non-linearity alone (MPC backends meter it as a phase)
         cell["activation"] = {"wall_s": _spread(act_walls), "bytes_sent": act["bytes_sent"], "rounds": act["rounds"]}
     return cell
@@ -225,7 +228,7 @@ def _machine() -> dict:
 
 
 HEADERS = ["backend", "card", "tokens", "shape", "median s", "min s", "max s", "ms/token", "MB", "MB/token",
-           "rounds", "depth", "speedup", "act s", "act MB", "act speedup (time, bytes)", "paper speedup", "max err"]
+           "rounds", "offline s", "offline MB", "online s", "online MB", "online rounds", "depth", "speedup", "act s", "act MB", "act speedup (time, bytes)", "paper speedup", "max err"]
 
 
 def rows(result: dict) -> list[list]:
@@ -241,9 +244,12 @@ def rows(result: dict) -> list[list]:
         a = c.get("activation") or {}
         act_sp = (f"{a['speedup']:.2f}x, {a['bytes_ratio']:.2f}x" if a.get("speedup") and a.get("bytes_ratio")
                   else None)
+        off, on = c.get("offline") or {}, c.get("online") or {}
+        split = [off.get("wall_s"), off["bytes_sent"] / 1e6 if off else None, on.get("wall_s"),
+                 on["bytes_sent"] / 1e6 if on else None, on.get("rounds")]
         out.append([c["backend"], c["card"], c["tokens"], shape, w["median"], w["min"], w["max"],
                     1e3 * w["median"] / c["tokens"], mb, None if mb is None else mb / c["tokens"], c["rounds"],
-                    c["depth"], None if c["speedup"] is None else f"{c['speedup']:.2f}x vs {c['baseline']}",
+                    *split, c["depth"], None if c["speedup"] is None else f"{c['speedup']:.2f}x vs {c['baseline']}",
                     a.get("wall_s", {}).get("median"), None if not a else a["bytes_sent"] / 1e6, act_sp,
                     paper, c["max_abs_error"]])
     return out

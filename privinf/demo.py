@@ -59,18 +59,20 @@ def run_mpc_demo(model_name: str, layer: int, card_names: list[str], prompt: str
     rows = []
     for card, emu, res in zip(cards, emulated, results):
         out, cost = res.output, res.cost
-        act = cost.extra["activation"]
+        act, off, on = cost.extra["activation"], cost.extra.get("offline") or {}, cost.extra.get("online") or {}
         err = (out.out - exact.out).abs()
         rows.append([card.name, card.activation(block.activation).method, cost.extra["fraction_bits"],
                      float(err.max()), float(err.mean()),
                      float((out.out - emu.out).abs().max()), float((out.down - emu.down).abs().max()),
-                     cost.wall_s, cost.mb_sent, cost.rounds, act["wall_s"], act["bytes_sent"] / 1e6, act["rounds"]])
+                     off.get("wall_s"), off.get("bytes_sent", 0) / 1e6, on.get("wall_s"), on.get("bytes_sent", 0) / 1e6,
+                     on.get("rounds"), act["wall_s"], act["bytes_sent"] / 1e6, act["rounds"]])
     head = (f"model {model_name}, layer {layer} MLP block (hidden {block.hidden_size}, MLP {block.intermediate_size}, "
             f"{block.activation}), {x.shape[0]} tokens; CrypTen 2PC ({provider.upper()} triples, each card at its "
             f"fraction bits on the int64 ring, two processes on loopback, median wall of {repeat} runs) vs the exact block and vs the card's "
-            "plaintext emulation\n")
-    headers = ["card", "method", "frac bits", "max err", "mean err", "max err vs emu", "down err vs emu", "wall s", "MB",
-               "rounds", "act s", "act MB", "act rounds"]
+            "plaintext emulation; offline = weights shared and their Beaver masks opened once per connection, "
+            "online = one query\n")
+    headers = ["card", "method", "frac bits", "max err", "mean err", "max err vs emu", "down err vs emu",
+               "offline s", "offline MB", "online s", "online MB", "online rounds", "act s", "act MB", "act rounds"]
     return head + table(headers, rows)
 
 

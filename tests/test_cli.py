@@ -34,3 +34,4 @@ def test_demo_on_a_tiny_local_model(tmp_path):
                                     "--prompt", "w1 w2 w3 w4 w5"])
     assert res.exit_code == 0, res.output
     assert "bolt" in res.output and "5 tokens" in res.output
+    assert "offline MB" in res.output and "online rounds" in res.output

@@ -37,6 +37,16 @@ def test_cost_report_counts_both_parties(session):
     assert "trusted first party" in cost.extra["trust"]
 
 
+def test_offline_and_online_are_reported_apart(session, block_x):
+    block, x = block_x
+    words = (3 if block.gated else 2) * block.hidden_size * block.intermediate_size
+    for name, res in session.items():
+        off, on, cost = res.cost.extra["offline"], res.cost.extra["online"], res.cost
+        assert off["bytes_sent"] == 16 * words, name  # each weight opened (masked) once, both directions
+        assert off["rounds"] == 2 and on["rounds"] == cost.rounds - 2, name  # w_in, w_down
+        assert off["bytes_sent"] + on["bytes_sent"] == cost.bytes_sent, name
+
+
 def test_polynomial_cards_send_less_than_native(session):
     native = session["crypten"].cost.extra["activation"]["bytes_sent"]
     for name in ("bolt", "bumblebee", "puma"):

@@ -103,6 +103,10 @@ class CrypTenBackend(Backend):
             per_party=tuple({k: p[k] for k in ("rank", "wall_s", "wall_s_runs", "bytes", "rounds", "comm_s")}
                             for p in per_party),
             extra={"rsqrt": phases.get("rsqrt"), "activation": phases.get("activation"), "phases": phases,
+                   **{part: {"wall_s": max(p[part]["wall_s"] for p in per_party),
+                             "bytes_sent": sum(p[part]["bytes"] for p in per_party) // 2,
+                             "rounds": max(p[part]["rounds"] for p in per_party)}
+                      for part in ("offline", "online") if part in p0},
                    "provider": self.provider, "trust": self.trust,
                    "fraction_bits": p0.get("fraction_bits", DEFAULT_FRACTION_BITS),
                    "ring_bits": RING_BITS, "session_s": session_s},

@@ -59,7 +59,8 @@ def _meta(cfg, args, weights, ids) -> dict:
         return {"rank": 1, "card": args.card, "model": weights.meta}
     score = bool(ids) and isinstance(ids[0], list)  # teacher-forced scoring of whole sequences
     return {"rank": 0, "card": args.card, "T": len(ids), "steps": args.max_new_tokens, "check": args.check,
-            "lengths": [len(s) for s in ids] if score else None, "block": args.block or (5 if args.check else 0)}
+            "lengths": [len(s) for s in ids] if score else None, "block": args.block or (5 if args.check else 0),
+            "sites": args.sites}
 
 
 def run(args) -> dict:
@@ -128,7 +129,7 @@ def _protocol(args, crypten, card, bits, meta, p0, weights, ids, Meter, KVCache,
         os._exit(9)
     if p0["lengths"]:
         return _score(args, crypten, card, bits, meta, p0["lengths"], shared, ids, offline, meter, KVCache, forward,
-                      reveal_logits)
+                      reveal_logits, p0["sites"])
     cache, tokens, steps, step_logits = KVCache(), [], [], []
     feed, T = ids, p0["T"]
     for step in range(p0["steps"]):
@@ -168,14 +169,20 @@ def _accumulate(total: dict, phases: dict) -> None:
             t[k] += p[k]
 
 
-def _score(args, crypten, card, bits, meta, lengths, shared, seqs, offline, meter, KVCache, forward, reveal_logits):
+def _score(args, crypten, card, bits, meta, lengths, shared, seqs, offline, meter, KVCache, forward, reveal_logits,
+           p0_sites=False):
     """Teacher-forced: one cache-free forward per sequence, logits of every position to party 0."""
     out, steps, logits = Path(args.out), [], {}
     for i, n in enumerate(lengths):
-        clock = Clock(crypten)
+        clock, sites = Clock(crypten), ([] if p0_sites else None)
         got = reveal_logits(forward(shared, meta, seqs[i] if seqs else None, n, card, meter, KVCache(), bits,
-                                    all_positions=True))
+                                    all_positions=True, sites=sites))
         steps.append(clock.read())
+        for layer, pair in enumerate(sites or []):  # evaluation only: both sites of every layer to party 0
+            for name, value in zip(("up", "down"), pair):
+                opened = reveal_logits(value)
+                if args.rank == 0:
+                    logits[f"seq{i}.L{layer}.{name}"] = opened.contiguous()
         if args.rank == 0:
             logits[f"seq{i}"] = got.contiguous()
             (out / "progress").write_text(json.dumps({"step": i + 1, "of": len(lengths), **steps[-1]}))
@@ -233,6 +240,7 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--check", action="store_true")
     p.add_argument("--block", type=int, default=0, help="also run layer 0's MLP block on N rows both ways")
+    p.add_argument("--sites", action="store_true", help="scoring: also reveal both MLP sites of every layer")
     args = p.parse_args(argv)
     if (args.rank == 0) != bool(args.input) or (args.rank == 1) != bool(args.model):
         p.error("rank 0 takes --input, rank 1 takes --model")

@@ -218,8 +218,11 @@ def attention(x, L: SharedLayer, meta: dict, card: ProtocolCard, meter: Meter, c
 
 
 def forward(sm: SharedModel, meta: dict, ids: list[int] | None, T: int, card: ProtocolCard, meter: Meter,
-            cache: KVCache, bits: int, all_positions: bool = False):
-    """One forward of T new tokens (party 0 passes their ids) -> shared logits (1 or T, V)."""
+            cache: KVCache, bits: int, all_positions: bool = False, sites: list | None = None):
+    """One forward of T new tokens (party 0 passes their ids) -> shared logits (1 or T, V).
+
+    ``sites`` (evaluation only): a list that receives each layer's shared (up, down) site values.
+    """
     V = meta["V"]
     positions = torch.arange(cache.length, cache.length + T)
     with meter.phase("embed"):
@@ -231,7 +234,9 @@ def forward(sm: SharedModel, meta: dict, ids: list[int] | None, T: int, card: Pr
     mm = mlp_meta(meta)
     for i, L in enumerate(sm.layers):
         x = x + attention(x, L, meta, card, meter, cache, i, positions)
-        x, _, _ = mlp_block(x, L.mlp, mm, card, meter, matmul=block_matmul)
+        x, up, down = mlp_block(x, L.mlp, mm, card, meter, matmul=block_matmul)
+        if sites is not None:
+            sites.append((up, down))
     cache.length += T
     h = norm(x if all_positions else x[-1:], sm.final_norm, None, meta["C"], meta["eps"], "rms", card, meter)
     with meter.phase("head"):

@@ -214,24 +214,40 @@ def _run_card(cfg, crypten, card, meta, x, block, save: bool = True) -> dict:
         return _run_card_at(cfg, crypten, card, meta, x, block, bits, save)
 
 
+def _stats(comm, start: float) -> dict:
+    s = comm.get_communication_stats()
+    return {"wall_s": time.perf_counter() - start, "bytes": int(s["bytes"]), "rounds": int(s["rounds"]),
+            "comm_s": float(s["time"])}
+
+
 def _run_card_at(cfg, crypten, card, meta, x, block, bits: int, save: bool) -> dict:
+    """Offline: the weights shared and (TFP) their Beaver masks opened once (``privinf.mpc.offline``);
+    online: the client's input shared and the block run, opening only masked activations. With the
+    ttp provider the dealer is a third process: CrypTen's own products, all online."""
     from privinf.mpc.block import Meter, encode, mlp_block, share_weights
+    from privinf.mpc.offline import block_matmul, prepare_block
 
     comm = crypten.communicator.get()
     comm.reset_communication_stats()
     meter = Meter()
+    split = cfg.provider == "tfp"
+    start = time.perf_counter()
+    with meter.phase("share"):
+        w = prepare_block(block, meta, bits) if split else None
+    offline = _stats(comm, start)
+    comm.reset_communication_stats()
     start = time.perf_counter()
     with meter.phase("share"):
         xs = crypten.cryptensor(encode(x, bits) if x is not None else torch.zeros(meta["T"], meta["C"]), src=0)
-        w = share_weights(block, meta, bits)
+        w = w if split else share_weights(block, meta, bits)
     if os.environ.get("PRIVINF_FAULT_EXIT_RANK") == str(cfg.rank):  # tests: die mid-protocol
         os._exit(9)
-    out, up, down = mlp_block(xs, w, meta, card, meter)
-    wall = time.perf_counter() - start
-    stats = comm.get_communication_stats()
-    record = {"card": card.name, "rank": cfg.rank, "wall_s": wall, "bytes": int(stats["bytes"]),
-              "rounds": int(stats["rounds"]), "comm_s": float(stats["time"]), "phases": meter.phases,
-              "T": meta["T"], "C": meta["C"], "I": meta["I"], "fraction_bits": bits}
+    out, up, down = mlp_block(xs, w, meta, card, meter, **({"matmul": block_matmul} if split else {}))
+    online = _stats(comm, start)
+    record = {"card": card.name, "rank": cfg.rank, "wall_s": offline["wall_s"] + online["wall_s"],
+              "bytes": offline["bytes"] + online["bytes"], "rounds": offline["rounds"] + online["rounds"],
+              "comm_s": offline["comm_s"] + online["comm_s"], "offline": offline, "online": online,
+              "phases": meter.phases, "T": meta["T"], "C": meta["C"], "I": meta["I"], "fraction_bits": bits}
     # evaluation only: reveal output and both sites to party 0 (not part of the protocol's cost)
     revealed = {k: reveal(v) for k, v in (("out", out), ("up", up), ("down", down))}
     if cfg.rank == 0 and save:

@@ -33,10 +33,10 @@ class GenerationResult:
 
 def party_commands(peer: str, card: str, model: str, ids_path: Path, work: Path, max_new_tokens: int, timeout_s: float,
                    protocol_timeout_s: float, threads: int, check: bool, weights: str | None = None,
-                   block: int = 0) -> list[list[str]]:
+                   block: int = 0, sites: bool = False) -> list[list[str]]:
     common = ["--peer", peer, "--card", card, "--max-new-tokens", str(max_new_tokens), "--timeout", str(timeout_s),
-              "--block", str(block),
-              "--protocol-timeout", str(protocol_timeout_s), "--threads", str(threads)] + (["--check"] if check else [])
+              "--block", str(block), "--protocol-timeout", str(protocol_timeout_s), "--threads", str(threads)]
+    common += (["--check"] if check else []) + (["--sites"] if sites else [])
     base = [sys.executable, "-m", "privinf.mpc.genparty"]
     return [base + ["--rank", "0", "--input", str(ids_path), "--out", str(work / "p0")] + common,
             base + ["--rank", "1", "--model", str(model), "--out", str(work / "p1")] + common
@@ -53,7 +53,10 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def score_2pc(model: str, sequences: list[list[int]], card: str, **kw) -> tuple[list[torch.Tensor], GenerationResult]:
-    """Teacher-forced: the logits (len, V) of every position of each sequence (one connection, one offline)."""
+    """Teacher-forced: the logits (len, V) of every position of each sequence (one connection, one offline).
+
+    With ``sites=True`` the result's ``check`` also holds ``seq{i}.L{layer}.{up,down}``: both MLP sites
+    of every layer, revealed to party 0 (evaluation only)."""
     res = generate_2pc(model, sequences, card, 1, **kw)
     return [res.check[f"seq{i}"] for i in range(len(sequences))], res
 
@@ -61,7 +64,7 @@ def score_2pc(model: str, sequences: list[list[int]], card: str, **kw) -> tuple[
 def generate_2pc(model: str, ids: list[int] | list[list[int]], card: str, max_new_tokens: int, *, port: int | None = None,
                  timeout_s: float = 60.0, protocol_timeout_s: float = 1800.0, threads: int = 1, check: bool = False,
                  progress=None, workdir: str | Path | None = None, weights: str | None = None,
-                 block: int = 0) -> GenerationResult:
+                 block: int = 0, sites: bool = False) -> GenerationResult:
     """Generate ``max_new_tokens`` tokens after ``ids`` with ``model`` under ``card`` as a real 2PC.
 
     ``progress(step, of, record)`` is called from this thread as party 0 finishes each forward.
@@ -77,7 +80,7 @@ def generate_2pc(model: str, ids: list[int] | list[list[int]], card: str, max_ne
                                        else {"ids": [int(i) for i in ids]}))
         peer = f"127.0.0.1:{port or free_port()}"
         cmds = party_commands(peer, card, model, ids_path, work, max_new_tokens, timeout_s, protocol_timeout_s,
-                              threads, check, weights, block)
+                              threads, check, weights, block, sites)
         if os.environ.get("PRIVINF_FAULT_SKIP_RANK") == "1":  # tests: the server never starts (missing peer)
             cmds = cmds[:1]
         failure: list[BaseException] = []
