@@ -257,8 +257,10 @@ def rescale(a, w, product):
     return product.div(2 ** extra) if extra > 0 else product
 
 
-def norm(x, weight, bias, count: int, eps: float, kind: str, card: ProtocolCard, meter: Meter):
-    """Shared x (T, C) -> the card's RMSNorm/LayerNorm of x, rounded to nearest at x's f bits."""
+def norm(x, weight, bias, count: int, eps: float, kind: str, card: ProtocolCard, meter: Meter, exact: bool = True):
+    """Shared x (T, C) -> the card's RMSNorm/LayerNorm of x at x's f bits: rounded to nearest
+    (``exact``, the MLP input: a measured site), else by CrypTen's stochastic truncation like every
+    other product of the attention path (the attention and final norms: 5 rounds fewer each)."""
     crypten = import_crypten()
     with meter.phase("norm"):
         h = x - x.mean(dim=-1, keepdim=True) if kind == "layer" else x
@@ -273,8 +275,12 @@ def norm(x, weight, bias, count: int, eps: float, kind: str, card: ProtocolCard,
         # f + g bits, then round to nearest on the f-bit grid once, as the emulation's fp(n)
         n.encoder = crypten.encoder.FixedPointEncoder(precision_bits=shift + precision_bits(weight) - g)
         n = n * weight
-        with meter.phase("round"):
-            n = round_nearest(n, g, f)  # (T, C)
+        if exact:
+            with meter.phase("round"):
+                n = round_nearest(n, g, f)  # (T, C)
+        else:
+            n = n.div(2 ** g)
+            n.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f)
         if bias is not None:
             n = n + bias
     return n

@@ -7,7 +7,8 @@ card's fraction bits f (CrypTen's encoder precision, int64 ring):
   times the table (V, C) is a masked product (:mod:`privinf.mpc.offline`): it opens only the
   masked one-hot, so the server learns the vocabulary size (public anyway) and the number of
   tokens, nothing about which.
-- **Each layer**: the card's RMSNorm (:func:`privinf.mpc.block.norm`), q/k/v as one masked
+- **Each layer**: the card's RMSNorm (:func:`privinf.mpc.block.norm`; its output truncated as
+  CrypTen truncates every product here, rounded exactly only at the MLP input), q/k/v as one masked
   product, rotary embedding with public angles (a local integer product, one truncation), causal
   attention (CrypTen Beaver products for q k^T and p v; the softmax of :mod:`privinf.mpc.softmax`:
   max by batched comparisons, the card's exp (CrypTen's own where the card names none) and a
@@ -185,7 +186,7 @@ def attention(x, L: SharedLayer, meta: dict, card: ProtocolCard, meter: Meter, c
     """Shared residual x (T, C) -> o_proj(attention(norm(x))) (T, C); appends this layer's k, v."""
     H, Hkv, d = meta["H"], meta["Hkv"], meta["d"]
     T, g = x.size(0), H // Hkv
-    n = norm(x, L.attn_norm, None, meta["C"], meta["eps"], "rms", card, meter)
+    n = norm(x, L.attn_norm, None, meta["C"], meta["eps"], "rms", card, meter, exact=False)
     f = precision_bits(n)
     with meter.phase("matmul"):
         qkv = masked_matmul(n, L.qkv, f)  # (T, (H + 2 Hkv) d)
@@ -238,7 +239,8 @@ def forward(sm: SharedModel, meta: dict, ids: list[int] | None, T: int, card: Pr
         if sites is not None:
             sites.append((up, down))
     cache.length += T
-    h = norm(x if all_positions else x[-1:], sm.final_norm, None, meta["C"], meta["eps"], "rms", card, meter)
+    h = norm(x if all_positions else x[-1:], sm.final_norm, None, meta["C"], meta["eps"], "rms", card, meter,
+             exact=False)
     with meter.phase("head"):
         return masked_matmul(h, sm.head, bits, transpose=True)  # (1 or T, V)
 
