@@ -33,7 +33,7 @@ def sweep_command(a, results: Path, pooled: bool) -> list[str]:
 
 
 def leg(cmd: list[str], log: Path) -> dict:
-    load0 = os.getloadavg()
+    load0, quiet = os.getloadavg(), os.path.exists("/tmp/privinf-quiet")
     t0 = time.perf_counter()
     with log.open("w") as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"}).returncode
@@ -41,7 +41,8 @@ def leg(cmd: list[str], log: Path) -> dict:
     if rc != 0:
         raise SystemExit(f"leg failed (exit {rc}): {shlex.join(cmd)}\n" + log.read_text()[-3000:])
     return {"command": shlex.join(cmd), "seconds": round(secs, 2), "loadavg_before": load0,
-            "loadavg_after": os.getloadavg(), "log": str(log)}
+            "loadavg_after": os.getloadavg(), "quiet_flag": quiet,
+            "log": str(log)}
 
 
 def generations(results: Path) -> dict:
