@@ -86,19 +86,19 @@ def test_card_softmax_section_is_read_by_the_twin():
     assert float((card_softmax(x, keep, nexus) - card_softmax(x, keep, bolt)).abs().max()) > 1e-4
 
 
-def test_protocol_guess_and_reciprocal_match_the_emulation():
-    """The 2PC rsqrt guess (a fit) and the softmax reciprocal against what the twin/emulator compute."""
+def test_protocol_rsqrt_and_reciprocal_match_the_emulation():
+    """The 2PC mantissa rsqrt (a fit of the card's Newton) and softmax reciprocal against the twin's."""
     from privinf.approx.functions import newton_rsqrt
-    from privinf.mpc.block import GUESS_CENTER, GUESS_COEFFS
-    from privinf.mpc.plain import crypten_exp, crypten_reciprocal, softmax_reciprocal
+    from privinf.mpc.block import FIT_RANGE, mantissa_fit
+    from privinf.mpc.plain import crypten_reciprocal, softmax_reciprocal
 
-    m = torch.linspace(0.6, 4.4, 4001, dtype=torch.float64)
-    guess = sum(c * (m - GUESS_CENTER) ** k for k, c in enumerate(GUESS_COEFFS))
-    assert float((guess - (2.2 * crypten_exp(-(m / 2 + 0.2)) + 0.2 - m / 1024)).abs().max()) < 3e-6
-    y = guess
-    for _ in range(3):
-        y = y * (3 - m * y * y) / 2
-    assert float(((y - newton_rsqrt(m, 3)) / newton_rsqrt(m, 3)).abs().max()) < 1e-7
+    lo, hi = FIT_RANGE
+    m = torch.linspace(lo, hi, 4001, dtype=torch.float64)
+    for steps in (3, 4):
+        fit = sum(c * (m - (lo + hi) / 2) ** k for k, c in enumerate(mantissa_fit(steps)))
+        ref = newton_rsqrt(m, steps)
+        assert float(((fit - ref) / ref).abs().max()) < 2e-6, steps
+    assert float(((newton_rsqrt(m, 3) - m.rsqrt()) / m.rsqrt()).abs().max()) > 1e-3  # the card's own error, kept
     s = torch.linspace(1, 253, 5001, dtype=torch.float64)
     assert float(((softmax_reciprocal(s) - 1 / s) * s).abs().max()) < 1e-9
     assert float(((softmax_reciprocal(s) - crypten_reciprocal(s)) * s).abs().max()) < 1e-7
