@@ -133,8 +133,12 @@ def reciprocal(s, limit: int, iterations: int = RECIPROCAL_ITERS):
     b = ltz(crypten.stack([s - 2.0 ** j for j in range(1, K + 1)]))  # b[j-1] = [s < 2**j]
     onehot = [b[0]] + [b[j] - b[j - 1] for j in range(1, K)] + [1 - b[K - 1]]  # k = 0..K
     c = MPCTensor.from_shares(sum(e._tensor.share * 2 ** (f - k) for k, e in enumerate(onehot)), precision=f)
-    c2 = MPCTensor.from_shares(sum(e._tensor.share * 4 ** (f - k) for k, e in enumerate(onehot)), precision=2 * f)
-    c2s = MPCTensor.from_shares((c2 * s)._tensor.share, precision=f)  # truncated by c2's 2f bits: at f bits
+    # c**2 = 4**-k at f + K bits (exact for k <= K): the raw product with s stays below 2**(2f + 2K),
+    # as small as an ordinary product's (at 2f bits it reached 2**53, and a 2PC truncation wraps
+    # with probability |raw| / 2**63: 1e-3 per row, a garbled attention row every few tokens)
+    c2 = MPCTensor.from_shares(sum(e._tensor.share * 2 ** (f + K - 2 * k) for k, e in enumerate(onehot)),
+                               precision=f + K)
+    c2s = MPCTensor.from_shares((c2 * s)._tensor.share, precision=f)  # truncated by c2's f + K bits: at f bits
     y = activations.times(c, 24.0 / 17.0) - activations.times(c2s, 8.0 / 17.0)
     e = 1 - s * y
     for _ in range(iterations - 1):
