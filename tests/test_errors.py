@@ -226,3 +226,11 @@ def test_error_family():
         assert issubclass(cls, RuntimeFault) and cls.exit_code == 1, cls
     assert issubclass(UsageError, PrivinfError) and issubclass(UsageError, ValueError)
     assert issubclass(ModelNotAvailable, FileNotFoundError) and issubclass(HookpointError, LookupError)
+
+
+def test_evaluating_on_a_training_set_is_refused_before_loading(loads):
+    # privinf align trains on AdvBench: evaluating on it is refused by default, and names both sets
+    line = run(["safety", "eval", "--prompts", "advbench", "--limit", "4"], loads)
+    assert "overlap the evaluation prompts" in line
+    line = run(["safety", "eval", "--train-prompts", "donotanswer,nosuch"], loads)
+    assert "--train-prompts" in line and "nosuch" in line

@@ -47,8 +47,9 @@ def common(f):
                      help="local model-judge folder (sequence classifier or Yes/No causal LM)"),
         click.option("--nll-threshold", default=3.0, show_default=True,
                      help="mean NLL (nats/token, clean model) above which a response is degenerate"),
-        click.option("--train-prompts", default="donotanswer", show_default=True,
-                     help="training prompts that must not overlap the evaluation prompts ('' to skip)"),
+        click.option("--train-prompts", default="donotanswer,advbench", show_default=True,
+                     help="training prompt sets (comma-separated: privinf align trains on both) that must not "
+                          "overlap the evaluation prompts ('' to skip)"),
         click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(),
                      help="output folder (generations store under <results>/safety/)"),
         click.option("--progress/--no-progress", default=True, show_default=True),

@@ -330,19 +330,20 @@ def mva(h: Harness, base: RunConfig, layers: list[int], layer_scale: float, scal
 def load_harness(model: str, *, model_path=None, weights=None, harmful: str = "harmbench", limit: int | None = None,
                  benign_limit: int | None = None, ppl_tokens: int = 4096, ppl_window: int = 256,
                  store_path="results/safety/generations.jsonl", batch_size: int = 16, judge_path=None,
-                 nll_threshold: float = judges.NLL_THRESHOLD, train_prompts: str | None = "donotanswer",
+                 nll_threshold: float = judges.NLL_THRESHOLD, train_prompts: str | None = "donotanswer,advbench",
                  progress: bool = True, load_weights: bool = True) -> Harness:
     """Load the model (and LoRA ``weights``), the prompt sets, the perplexity windows and the store.
 
-    ``train_prompts``: the alignment training set whose overlap with the evaluation prompts is
-    refused (see ``data.check_no_overlap``); None skips the check. ``load_weights=False``: the
+    ``train_prompts``: the alignment training sets (comma-separated) whose overlap with the
+    evaluation prompts is refused (see ``data.check_no_overlap``); None skips the check. ``load_weights=False``: the
     tokenizer only, no model and no judge (a grid driver whose workers load them)."""
     from privinf.models import load_model, resolve_model_path
     from privinf.safety import data
 
     ev = data.harmful(harmful).head(limit)
-    if train_prompts:
-        data.check_no_overlap(data.harmful(train_prompts), ev)
+    for spec in (train_prompts or "").split(","):
+        if spec:
+            data.check_no_overlap(data.harmful(spec), ev)
     if load_weights:
         m, tok = load_model(model, model_path=model_path)
     else:
