@@ -161,12 +161,11 @@ def _trainer(cfg: AlignConfig, model, tok, rows: list[dict], ckpt_dir: Path, cal
         # batches of similar length: the prompts range from 20 to 250 tokens and padding is CPU time
         args = SFTConfig(**_args(cfg, ckpt_dir, len(rows)), completion_only_loss=True,
                          train_sampling_strategy="group_by_length")
-        if cfg.anchor_weight > 0:
-            from privinf.align.anchor import AnchoredSFTTrainer
+        from privinf.align.anchor import AnchoredSFTTrainer
 
-            return AnchoredSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                      callbacks=callbacks, **_anchor(cfg, tok))
-        return SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks)
+        cls = AnchoredSFTTrainer if cfg.anchor_weight > 0 else SFTTrainer
+        return cls(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks,
+                   **_anchor(cfg, tok))
     from trl import DPOConfig, DPOTrainer
 
     loss = ["sigmoid"] + (["sft"] if cfg.sft_weight > 0 else [])
@@ -176,12 +175,10 @@ def _trainer(cfg: AlignConfig, model, tok, rows: list[dict], ckpt_dir: Path, cal
         from privinf.align.quada import quada_trainer
 
         return quada_trainer(cfg, model, tok, rows, args, callbacks, **_anchor(cfg, tok))
-    if cfg.anchor_weight > 0:
-        from privinf.align.anchor import AnchoredDPOTrainer
+    from privinf.align.anchor import AnchoredDPOTrainer
 
-        return AnchoredDPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                  callbacks=callbacks, **_anchor(cfg, tok))
-    return DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks)
+    cls = AnchoredDPOTrainer if cfg.anchor_weight > 0 else DPOTrainer
+    return cls(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks, **_anchor(cfg, tok))
 
 
 def _anchor(cfg: AlignConfig, tok) -> dict:
@@ -208,8 +205,10 @@ def validate(model, tok, val: list, n: int, seed: int, batch_size: int = 16) -> 
     from privinf.safety import judges, stats
     from privinf.safety.generate import generate_batch
 
-    sets = {kind: random.Random(seed).sample(ps, min(n, len(ps)))
-            for kind in ("harmful", "benign") for ps in [[e.prompt for e in val if e.kind == kind]]}
+    sets = {}
+    for kind in ("harmful", "benign"):
+        ps = [e.prompt for e in val if e.kind == kind]
+        sets[kind] = random.Random(seed).sample(ps, min(n, len(ps)))
     sets["unseen_harmful"] = data.heldout_harmful(n, seed)
     out = {}
     for name, ps in sets.items():
