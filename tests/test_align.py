@@ -31,7 +31,7 @@ def test_harmful_and_benign_sets_are_large_disjoint_and_grouped():
     kept = len(data.harmful_examples(rewrites=0))
     assert 550 < kept < 667 and len(harmful) == 3 * kept and len(benign) >= 700  # near duplicates of HarmBench dropped
     questions = [e for e in data.benign_examples(n_questions=120) if e.source == "questions"]
-    assert len(questions) > 90 and sum(e.prompt.startswith("How can I") for e in questions) > 3
+    assert len(questions) > 80 and sum(e.prompt.startswith("How can I") for e in questions) > 3
     assert {e.kind for e in harmful} == {"harmful"} and {e.kind for e in benign} == {"benign"}
     assert not {e.prompt for e in harmful} & {e.prompt for e in benign}
     train, val = data.split(harmful + benign, 0.1, seed=0)
@@ -61,6 +61,36 @@ def test_near_duplicates_of_harmbench_never_reach_training():
     assert max(j for j, _ in sdata.nearest(unseen, hb)) < data.NEAR_DUPLICATE
     final = data.unseen_harmful_eval(100, seed=0, val_n=40)
     assert len(set(final)) == 100 and not set(final) & set(unseen)  # never the prompts settings were chosen on
+
+
+def test_everyday_requests_stay_away_from_the_user_requests_validation_and_the_evaluation():
+    from privinf.safety import data as sdata
+
+    users = sdata.user_requests()
+    assert 40 <= len(users) <= 60 and "Tell me a riddle!" in users.prompts
+    harmful = {sdata.normalize(p) for f in (sdata.harmbench, sdata.advbench, sdata.donotanswer) for p in f().prompts}
+    assert not {sdata.normalize(p) for p in users.prompts} & harmful
+    assert not any("lyrics" in p or "persuasive" in p for p in users.prompts)  # harmful objectives of the csv left out
+    every = data.everyday_prompts(200, seed=0)
+    assert len(set(every)) == 200 and every == data.everyday_prompts(200, seed=0) != data.everyday_prompts(200, seed=1)
+    assert "Write a short poem about the ocean." in data.everyday_prompts(10_000, seed=0)  # composed, then dropped:
+    kept = [e.prompt for e in data.benign_examples(n_everyday=10_000) if e.source == "everyday"]
+    assert 300 < len(kept) < len(data.everyday_prompts(10_000, seed=0))
+    assert "Write a short poem about the ocean." not in kept  # ... it is a validation request
+    held_out = users.prompts + sdata.benign().prompts
+    assert max(j for j, _ in sdata.nearest(kept, held_out)) < data.NEAR_DUPLICATE
+
+
+def test_code_commit_names_the_checkout_or_the_snapshot(monkeypatch):
+    import re
+
+    from privinf.align.train import code_commit
+
+    monkeypatch.delenv("PRIVINF_CODE_COMMIT", raising=False)
+    got = code_commit()
+    assert got is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", got)  # None only outside a git checkout
+    monkeypatch.setenv("PRIVINF_CODE_COMMIT", "abc123")
+    assert code_commit() == "abc123"
 
 
 def test_refusals_are_varied_and_read_as_refusals():
@@ -149,7 +179,8 @@ def test_align_cli_sft_then_dpo_and_resume(tiny_model_dir, tmp_path):
     assert prov["steps"] == 2 and prov["resumed"]
     assert prov["data_sha256"] and prov["rows_by_kind"]["harmful"] > 0 and prov["rows_by_kind"]["benign"] > 0
     assert (tmp_path / "run" / "log.jsonl").read_text().strip()
-    assert "held-out refusal" in res.output
+    assert "held-out refusal" in res.output and "on user requests" in res.output
+    assert prov["validation"]["user_requests"]["refusal"]["n"] >= 40 and "code_commit" in prov
     # DPO continues the SFT adapter
     res = CliRunner().invoke(main, ["align", "--method", "dpo", "--model", str(tiny_model_dir), "--limit", "4",
                                     "--batch-size", "2", "--max-steps", "1", "--harmful-pairs", "4",

@@ -211,14 +211,22 @@ def wiki_articles(skip_chars: int = WIKI_SKIP_CHARS) -> list[tuple[str, str]]:
     return out
 
 
+def everyday_prompts(n: int, seed: int) -> list[str]:
+    """``n`` distinct everyday requests (``T.EVERYDAY`` forms with ``T.EVERYDAY_FILL`` slots), a
+    seeded sample of every composition."""
+    every = [form.format(x=x) for kind, forms in T.EVERYDAY.items() for form in forms for x in T.EVERYDAY_FILL[kind]]
+    return random.Random(seed + 3).sample(every, min(n, len(every)))
+
+
 def benign_examples(n_wiki: int = 420, n_synthetic: int = 180, n_persona: int = 160, n_forms: int = 160,
-                    n_questions: int = 0, seed: int = 0) -> list[Example]:
+                    n_questions: int = 0, n_everyday: int = 0, seed: int = 0) -> list[Example]:
     """Benign prompts: ``n_wiki`` about Wikipedia articles, ``n_synthetic`` coding, arithmetic
     and writing tasks, ``n_persona`` role-play and persuasion tasks (the framings attacks use,
     harmless content), ``n_forms`` harmless commands, letters and articles in the very forms
     the harmful rewrites use, and ``n_questions`` harmless how-to and why questions in the
     openings of the harmful questions (so that refusing is learnt from the content, not the
-    form). Near duplicates of a benign evaluation prompt are dropped."""
+    form), and ``n_everyday`` everyday requests (``everyday_prompts``). Near duplicates of a
+    benign evaluation prompt or of a validation request (``sdata.user_requests``) are dropped."""
     rng = random.Random(seed + 1)
     arts = wiki_articles()
     rng.shuffle(arts)
@@ -260,9 +268,10 @@ def benign_examples(n_wiki: int = 420, n_synthetic: int = 180, n_persona: int = 
         prompt = T.WHY_BENIGN[i // 10] if i % 10 == 9 and i // 10 < len(T.WHY_BENIGN) else \
             rng.choice(T.QUESTION_FORMS).format(x=howto[i % len(howto)])
         out.append(Example(prompt, "benign", "questions", f"q:{i}"))
-    evaluation = sdata.benign()
-    near = sdata.near_duplicates([e.prompt for e in out], evaluation, NEAR_DUPLICATE)
-    out = [e for e in out if e.prompt not in near]  # never a near duplicate of a benign evaluation prompt
+    out += [Example(p, "benign", "everyday", f"e:{i}") for i, p in enumerate(everyday_prompts(n_everyday, seed))]
+    held_out = sdata.benign().prompts + sdata.user_requests().prompts
+    near = sdata.near_duplicates([e.prompt for e in out], held_out, NEAR_DUPLICATE)
+    out = [e for e in out if e.prompt not in near]  # never near a benign evaluation or validation request
     uniq = {e.prompt: e for e in out}  # synthetic tasks can repeat
     return list(uniq.values())
 

@@ -200,3 +200,73 @@ WHY_BENIGN = [  # harmless "why are X so Y" questions (the stereotype questions'
     "Why are honeybees so important for farming?", "Why do leaves change colour in autumn?", "Why are owls awake at night?",
     "Why are some mountains so much taller than others?", "Why do dogs wag their tails?", "Why is bread dough so stretchy?",
 ]
+
+# ------------------------------------------------------------------------------------------ everyday requests
+
+# What users ask a general assistant, beyond Wikipedia questions: explanations, comparisons,
+# creative writing, plans, advice lists, hypotheticals, estimates, drafting, rewriting and
+# extracting from a given text, role-play as a teacher or guide. Each form takes one slot; the
+# slots are filled from the lists below (data.everyday_examples). v3's evaluation showed such
+# requests refused (role-play, extraction, writing): this part was added after reading them, and
+# the benign near-duplicate guard keeps every composed prompt away from the evaluation prompts.
+EVERYDAY = {
+    "concept": ["Explain {x} in simple terms.", "How does {x} work?", "Why is {x} important?",
+                "Can you give me a short overview of {x}?", "What are the main ideas behind {x}?",
+                "Explain {x} to a ten-year-old.", "What are common misconceptions about {x}?"],
+    "pair": ["What is the difference between {x}?", "Compare {x}: which is better for a beginner?",
+             "What are the pros and cons of {x}?"],
+    "thing": ["Write a short poem about {x}.", "Write a funny limerick about {x}.", "Write a short story that involves {x}.",
+              "Describe {x} in vivid detail.", "Write a product description for {x}.", "Give me five fun facts about {x}.",
+              "Write a riddle whose answer is {x}."],
+    "place": ["Plan a three-day trip to {x}.", "Write a travel blog post about a weekend in {x}.",
+              "What should a first-time visitor to {x} see?", "Describe a typical morning in {x}.",
+              "Imagine you are a tour guide in {x}. Welcome a group of visitors."],
+    "activity": ["What are some tips for {x}?", "Give me a beginner's plan for {x}.", "What mistakes do people make when {x}?",
+                 "Make a checklist for {x}.", "Write a motivational message for someone who is {x}."],
+    "role": ["Act as {x} and introduce yourself.", "Pretend you are {x}. What does a normal day look like for you?",
+             "As {x}, give advice to someone just starting out.", "Role-play {x} answering a curious student's questions."],
+    "whatif": ["What would happen if {x}?", "Imagine a world where {x}. Describe it.", "How would daily life change if {x}?"],
+    "estimate": ["Estimate {x}. Explain your reasoning step by step.", "Roughly {x}? Walk me through the estimate."],
+    "draft": ["Draft an email {x}.", "Write a polite message {x}.", "Write a short note {x}."],
+    "text": ["Summarize this in one sentence: {x}", "Rewrite this to sound more formal: {x}",
+             "List the key facts in this text: {x}", "Extract every number mentioned in this text: {x}",
+             "Translate this into simpler English: {x}", "What is the main point of this text? {x}"],
+}
+EVERYDAY_FILL = {
+    "concept": ["photosynthesis", "compound interest", "the water cycle", "inflation", "gravity", "vaccination",
+                "machine learning", "the greenhouse effect", "supply and demand", "plate tectonics", "recycling",
+                "the immune system", "blockchain", "electric cars", "the stock market", "sleep cycles", "evolution",
+                "renewable energy", "how a bill becomes a law", "the scientific method", "probability", "antibiotics",
+                "cloud computing", "the Roman Empire", "jazz music", "impressionist painting", "black holes", "tides"],
+    "pair": ["a virus and a bacterium", "weather and climate", "renting and buying a home", "Python and JavaScript",
+             "baking soda and baking powder", "a crocodile and an alligator", "stocks and bonds", "RAM and storage",
+             "a simile and a metaphor", "yoga and pilates", "an e-reader and paper books", "tea and coffee"],
+    "thing": ["a rainy afternoon", "an old lighthouse", "a lost umbrella", "the first day of spring", "a sleepy cat",
+              "a city at night", "a broken clock", "a friendly robot", "the ocean", "a mountain village", "a paper boat",
+              "a bakery at dawn", "the moon", "a school bus", "an autumn forest", "a dragon who loves tea"],
+    "place": ["Tokyo", "Lisbon", "Cape Town", "Vancouver", "Marrakesh", "Kyoto", "Edinburgh", "Buenos Aires", "Reykjavik",
+              "a small fishing village", "the Swiss Alps", "New Orleans", "Istanbul", "Sydney"],
+    "activity": ["starting to run", "learning to cook", "studying for exams", "working from home", "public speaking",
+                 "learning a new language", "saving for a holiday", "starting a vegetable garden", "training a puppy",
+                 "moving house", "sleeping better", "keeping a journal", "hosting a dinner party", "reading more books"],
+    "role": ["a friendly math teacher", "a museum guide", "a pirate captain", "a medieval knight", "a chef on a cooking show",
+             "a park ranger", "a librarian", "an astronaut on the space station", "a detective in an old novel",
+             "a sports coach", "a wise old tree", "a travel agent"],
+    "whatif": ["humans could breathe underwater", "the internet had been invented in the 1800s", "cats could talk",
+               "it rained every day for a year", "everyone worked four days a week", "the moon were twice as big",
+               "dinosaurs had never gone extinct", "cars had never been invented", "people lived for 200 years"],
+    "estimate": ["how many piano tuners work in a large city", "how many words a person speaks in a year",
+                 "how many tennis balls fit in a school bus", "how many heartbeats happen in a lifetime",
+                 "how many slices of pizza a city eats in a day", "how much water a family uses in a month"],
+    "draft": ["to a colleague asking to move a meeting to Thursday", "to a landlord about a broken heater",
+              "to thank a teacher at the end of the year", "inviting neighbours to a street party",
+              "to a customer apologising for a late delivery", "asking a manager for a day off",
+              "to a friend congratulating them on a new job", "to a club announcing the next meeting"],
+    "text": ['"The museum will open at nine on weekdays and at ten on Saturdays. Tickets cost 12 euros for adults and 6 for '
+             'children under 14."', '"Our team finished the project two weeks early and spent 8% less than the budget, '
+             'mainly because the new supplier delivered faster."', '"The bus leaves the station every 20 minutes and the '
+             'ride to the airport takes about 45 minutes."', '"hey so i cant make it tmrw, can we do friday instead? '
+             'sorry!!"', '"The library will be closed for renovation from 3 May to 17 June; books can be returned at the '
+             'town hall."', '"Bananas are rich in potassium, and one medium banana has about 105 calories and 3 grams of '
+             'fibre."'],
+}

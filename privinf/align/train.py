@@ -53,6 +53,7 @@ class AlignConfig:
     rewrites: int = 2
     advbench: int = 1  # wrapped forms per AdvBench behaviour; -1 leaves AdvBench out
     benign_questions: int = 0  # harmless how-to questions in the harmful questions' openings (data.benign_examples)
+    everyday: int = 0  # everyday requests (data.everyday_prompts)
     harmful_pairs: int = 360  # DPO: harmful prompts with a base answer (generation is the slow part)
     val_fraction: float = 0.1
     val_prompts: int = 48  # per kind, for the held-out check
@@ -79,7 +80,7 @@ class AlignConfig:
 def build_examples(cfg: AlignConfig) -> tuple[list, list]:
     """Harmful + benign examples, guarded against every evaluation set, split train / validation."""
     ex = data.harmful_examples(cfg.rewrites, cfg.seed) + data.benign_examples(n_questions=cfg.benign_questions,
-                                                                               seed=cfg.seed)
+                                                                               n_everyday=cfg.everyday, seed=cfg.seed)
     if cfg.advbench >= 0:
         ex += data.advbench_examples(cfg.advbench, cfg.seed)
     data.check_disjoint(ex)
@@ -198,10 +199,11 @@ def _anchor(cfg: AlignConfig, tok) -> dict:
 def validate(model, tok, val: list, n: int, seed: int, batch_size: int = 16) -> dict:
     """Refusal on held-out harmful prompts, on harmful prompts from a set never trained on
     (``data.heldout_harmful``: past/future-tense JailbreakBench) and over-refusal on held-out
-    benign prompts (greedy, 64 new tokens, keyword judge): the numbers checkpoints and settings
+    benign prompts and on user-written requests (``user_requests``, never trained on) (greedy, 64 new tokens, keyword judge): the numbers checkpoints and settings
     are chosen by."""
     import random
 
+    from privinf.safety import data as sdata
     from privinf.safety import judges, stats
     from privinf.safety.generate import generate_batch
 
@@ -210,6 +212,7 @@ def validate(model, tok, val: list, n: int, seed: int, batch_size: int = 16) -> 
         ps = [e.prompt for e in val if e.kind == kind]
         sets[kind] = random.Random(seed).sample(ps, min(n, len(ps)))
     sets["unseen_harmful"] = data.heldout_harmful(n, seed)
+    sets["user_requests"] = list(sdata.user_requests().prompts)  # benign as users write it (never trained on)
     out = {}
     for name, ps in sets.items():
         resp = [r["response"] for i in range(0, len(ps), batch_size)
@@ -278,6 +281,29 @@ def _versions() -> dict:
     return {p: version(p) for p in ("torch", "transformers", "peft", "trl", "privinf")} | {"python": platform.python_version()}
 
 
+def code_commit() -> str | None:
+    """The git commit of the code that trains (``PRIVINF_CODE_COMMIT`` when it runs from a copy
+    without ``.git``, e.g. a ``git archive`` snapshot), ``+dirty`` when privinf has local changes."""
+    import os
+    import subprocess
+
+    if os.environ.get("PRIVINF_CODE_COMMIT"):
+        return os.environ["PRIVINF_CODE_COMMIT"]
+    here = Path(__file__).resolve().parent
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=here, capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--", str(here.parent)).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def align(cfg: AlignConfig, command: str = "", progress: bool = True) -> dict:
     """Run one alignment stage end to end; returns (and writes) its provenance."""
     from privinf.models import load_model
@@ -318,7 +344,7 @@ def align(cfg: AlignConfig, command: str = "", progress: bool = True) -> dict:
         "rows_by_kind": {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "benign")},
         "data_sha256": data.digest(rows), "train_prompts": len(train), "val_prompts": len(val),
         "wall_s": {"data": round(t_data, 1), "train": round(t_train, 1), "total": round(time.perf_counter() - t0, 1)},
-        "validation": val_metrics, "versions": _versions(), "log_history": trainer.state.log_history,
+        "validation": val_metrics, "versions": _versions(), "code_commit": code_commit(), "log_history": trainer.state.log_history,
     }
     if cfg.method == "quada":
         prov["perturbation"] = trainer.provenance()

