@@ -386,3 +386,12 @@ def test_eval_with_lora_weights(tiny_dir, prompt_files, tmp_path):
     assert set(adapted) == set(base) and len(base) == 6
     changed = [p for p in base if adapted[p] != base[p]]
     assert changed, "the adapter did not change any response"
+
+def test_result_files_and_titles_name_the_adapter():
+    from privinf.commands.safety import _stem, _who
+
+    base = {"model_name": "smollm2-135m-instruct", "weights": None}
+    safe = {"model_name": "smollm2-135m-instruct", "weights": "adapters/smollm2-135m-safe"}
+    assert _stem(base) == "smollm2-135m-instruct" and _who(base) == "smollm2-135m-instruct"
+    assert _stem(safe) == "smollm2-135m-instruct-smollm2-135m-safe" != _stem(base)  # runs do not overwrite each other
+    assert _who(safe) == "smollm2-135m-instruct + smollm2-135m-safe"

@@ -26,6 +26,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:80]
 
 
+def _who(o: dict) -> str:
+    """The model as titles name it: with its adapter, when one is loaded."""
+    return o["model_name"] + (f" + {Path(o['weights']).name}" if o.get("weights") else "")
+
+
+def _stem(o: dict) -> str:
+    """File-name part for the model (and adapter): runs of other weights do not overwrite it."""
+    return _slug(Path(o["model_name"]).name) + (f"-{_slug(Path(o['weights']).name)}" if o.get("weights") else "")
+
+
 def common(f):
     """Options every safety command shares (model, prompts, generation, outputs)."""
     opts = [
@@ -205,12 +215,12 @@ def sweep(site, scales, relative, dist, layers, seeds, **o):
     card = _model_card(o["model_name"])
     ref = None if card is None else (card.mva_up_std if site == "up" else card.mva_down_b)
     where = "all" if base.layers is None else layer_spec(base.layers)
-    title = (f"{o['model_name']}: {base.mode} noise before W_{site} (layers {where}, "
+    title = (f"{_who(o)}: {base.mode} noise before W_{site} (layers {where}, "
              f"{'relative' if relative else 'absolute'} scale)")
     notes = [f"Prompts: {h.harmful.source}, n={len(h.harmful)}; seeds {sd}; max_new_tokens={o['max_new_tokens']}."]
     if ref is not None:
         notes.append(f"Paper Table 3 MVA for this model before W_{site}: {ref:g}.")
-    _show_and_write(res, "scale", o, f"sweep-{_slug(Path(o['model_name']).name)}-{site}-{where}"
+    _show_and_write(res, "scale", o, f"sweep-{_stem(o)}-{site}-{where}"
                     f"{'-rel' if relative else ''}", title, notes, ref if not relative else None)
 
 
@@ -277,8 +287,8 @@ def layers(scale, relative, dist, sites, layers, seeds, **o):
              f"Sensitive layers found: {chosen or 'none'} ({rule})."]
     if card is not None:
         notes.append(f"Model card (paper Table 3 where given): sensitive layers {list(card.sensitive_layers)}.")
-    _show_and_write(res, "layer", o, f"layers-{_slug(Path(o['model_name']).name)}-{_slug(f'{dist}{scale:g}')}"
-                    f"{'-rel' if relative else ''}", f"{o['model_name']}: noise in one layer at a time", notes)
+    _show_and_write(res, "layer", o, f"layers-{_stem(o)}-{_slug(f'{dist}{scale:g}')}"
+                    f"{'-rel' if relative else ''}", f"{_who(o)}: noise in one layer at a time", notes)
     click.echo(f"sensitive layers: {chosen or 'none'} ({rule})")
 
 
@@ -337,8 +347,8 @@ def mva(candidate_layers, layer_scale, scales, relative, seeds, ppl_factor, **o)
                "raw-ASR peak", "raw ASR %", "paper layers / MVA"]
     click.echo(table(headers, rows))
     out = Path(o["results_dir"]) / "safety"
-    stem = f"mva-{_slug(Path(o['model_name']).name)}{'-rel' if relative else ''}"
-    md = [f"# MVA search: {o['model_name']}", "", f"Sensitive layers: {res['sensitive_layers']} ({res['sensitive_rule']}).",
+    stem = f"mva-{_stem(o)}{'-rel' if relative else ''}"
+    md = [f"# MVA search: {_who(o)}", "", f"Sensitive layers: {res['sensitive_layers']} ({res['sensitive_rule']}).",
           f"Scales are {'multiples of each site' + chr(39) + 's clean std' if relative else 'absolute'}; "
           f"paper Table 3 values are absolute, for the paper's models.", "", table(headers, rows, markdown=True), ""]
     for site in ("up", "down"):
