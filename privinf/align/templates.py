@@ -206,9 +206,10 @@ WHY_BENIGN = [  # harmless "why are X so Y" questions (the stereotype questions'
 # What users ask a general assistant, beyond Wikipedia questions: explanations, comparisons,
 # creative writing, plans, advice lists, hypotheticals, estimates, drafting, rewriting and
 # extracting from a given text, role-play as a teacher or guide. Each form takes one slot; the
-# slots are filled from the lists below (data.everyday_examples). v3's evaluation showed such
+# slots are filled from the lists below (data.everyday_prompts). v3's evaluation showed such
 # requests refused (role-play, extraction, writing): this part was added after reading them, and
-# the benign near-duplicate guard keeps every composed prompt away from the evaluation prompts.
+# the benign near-duplicate guard keeps every composed prompt away from the evaluation prompts
+# and the user-request validation set.
 EVERYDAY = {
     "concept": ["Explain {x} in simple terms.", "How does {x} work?", "Why is {x} important?",
                 "Can you give me a short overview of {x}?", "What are the main ideas behind {x}?",

@@ -199,8 +199,8 @@ def _anchor(cfg: AlignConfig, tok) -> dict:
 def validate(model, tok, val: list, n: int, seed: int, batch_size: int = 16) -> dict:
     """Refusal on held-out harmful prompts, on harmful prompts from a set never trained on
     (``data.heldout_harmful``: past/future-tense JailbreakBench) and over-refusal on held-out
-    benign prompts and on user-written requests (``user_requests``, never trained on) (greedy, 64 new tokens, keyword judge): the numbers checkpoints and settings
-    are chosen by."""
+    benign prompts and on user-written requests (``sdata.user_requests``, never trained on);
+    greedy, 64 new tokens, keyword judge: the numbers checkpoints and settings are chosen by."""
     import random
 
     from privinf.safety import data as sdata
@@ -344,7 +344,8 @@ def align(cfg: AlignConfig, command: str = "", progress: bool = True) -> dict:
         "rows_by_kind": {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "benign")},
         "data_sha256": data.digest(rows), "train_prompts": len(train), "val_prompts": len(val),
         "wall_s": {"data": round(t_data, 1), "train": round(t_train, 1), "total": round(time.perf_counter() - t0, 1)},
-        "validation": val_metrics, "versions": _versions(), "code_commit": code_commit(), "log_history": trainer.state.log_history,
+        "validation": val_metrics, "versions": _versions(), "code_commit": code_commit(),
+        "log_history": trainer.state.log_history,
     }
     if cfg.method == "quada":
         prov["perturbation"] = trainer.provenance()

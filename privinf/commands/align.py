@@ -70,8 +70,8 @@ def _budget(text: str) -> float:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @quada_options
 def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, batch_size, lora_r, beta,
-          sft_weight, harmful_pairs, rewrites, advbench, benign_questions, everyday, limit, answers, anchor_weight, anchor_batch,
-          adapter_scale, threads, seed, progress, **quada):
+          sft_weight, harmful_pairs, rewrites, advbench, benign_questions, everyday, limit, answers, anchor_weight,
+          anchor_batch, adapter_scale, threads, seed, progress, **quada):
     """Safety-align a causal LM with LoRA: refuse harm, keep helping.
 
     Training prompts: Do-Not-Answer (refusal categories) with imperative rewrites and AdvBench,
@@ -105,8 +105,7 @@ def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, 
                       max_steps=max_steps, epochs=epochs, lr=lr, batch_size=batch_size, lora_r=lora_r,
                       lora_alpha=2 * lora_r, beta=beta, sft_weight=sft_weight, harmful_pairs=harmful_pairs,
                       rewrites=rewrites, advbench=advbench, benign_questions=benign_questions, everyday=everyday,
-                      limit=limit,
-                      answers=answers, anchor_weight=anchor_weight, anchor_batch=anchor_batch,
+                      limit=limit, answers=answers, anchor_weight=anchor_weight, anchor_batch=anchor_batch,
                       adapter_scale=adapter_scale, **extra)
     prov = run(cfg, command="privinf " + shlex.join(sys.argv[1:]), progress=progress)
     v = prov["validation"]
