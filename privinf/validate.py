@@ -239,9 +239,10 @@ def safety_options(o: dict, relative: bool = False, cards=()) -> ModelInfo:
     info = model(o["model_name"], o["model_path"])
     weights(o["weights"])
     prompts(o["prompts"])
-    for spec in (o["train_prompts"] or "").split(","):
-        if spec:
-            prompts(spec, "--train-prompts")  # their overlap with --prompts is refused in load_harness
+    from privinf.safety.data import set_list
+
+    for spec in set_list(o["train_prompts"]):
+        prompts(spec, "--train-prompts")  # their overlap with --prompts is refused in load_harness
     folder(o["judge_path"], "--judge", "model-judge folder")
     for key, low in (("limit", 0), ("benign_limit", -1), ("ppl_tokens", 0), ("ppl_window", 2),
                      ("max_new_tokens", 1), ("batch_size", 1), ("threads", 1)):

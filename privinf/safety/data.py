@@ -160,6 +160,11 @@ def prompt_file(path: str | Path) -> PromptSet:
 HARMFUL_SETS = {"harmbench": harmbench, "donotanswer": donotanswer, "advbench": advbench, "tense": tense}
 
 
+def set_list(spec: str | None) -> list[str]:
+    """``"donotanswer,advbench"`` -> ``["donotanswer", "advbench"]`` (empty or None: no sets)."""
+    return [x.strip() for x in (spec or "").split(",") if x.strip()]
+
+
 def harmful(name_or_path: str = "harmbench") -> PromptSet:
     """A harmful prompt set by name (``harmbench``, ``donotanswer``, ``advbench``, ``tense``) or a prompt file."""
     if name_or_path in HARMFUL_SETS:

@@ -341,9 +341,8 @@ def load_harness(model: str, *, model_path=None, weights=None, harmful: str = "h
     from privinf.safety import data
 
     ev = data.harmful(harmful).head(limit)
-    for spec in (train_prompts or "").split(","):
-        if spec:
-            data.check_no_overlap(data.harmful(spec), ev)
+    for spec in data.set_list(train_prompts):
+        data.check_no_overlap(data.harmful(spec), ev)
     if load_weights:
         m, tok = load_model(model, model_path=model_path)
     else:
