@@ -4,6 +4,7 @@ statistics, resumable generation, the overlap guard and each command through Cli
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from privinf.safety import judges, stats
@@ -307,6 +308,28 @@ def test_eval_command(tiny_dir, prompt_files, tmp_path):
     files = sorted(p.name for p in (tmp_path / "safety").iterdir())
     assert any(f.endswith(".json") for f in files) and any(f.endswith(".md") for f in files)
     assert any(f.endswith(".png") for f in files) and "generations.jsonl" in files
+
+
+def test_eval_files_of_an_adapter_do_not_overwrite_the_base_model_s(tiny_dir, prompt_files, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from privinf.align.train import save_adapter
+    from privinf.models import load_model
+
+    torch.manual_seed(0)
+    peft = get_peft_model(load_model(str(tiny_dir))[0], LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    save_adapter(peft, tmp_path / "safe-v9")
+    common = _common(tiny_dir, prompt_files, tmp_path)
+    _cli(["eval", *common])
+    _cli(["eval", *common, "--weights", str(tmp_path / "safe-v9")])
+    files = sorted(p.name for p in (tmp_path / "safety").glob("eval-*.json"))
+    assert len(files) == 2 and any("safe-v9" in f for f in files), files
+    by_adapter = {("safe-v9" in f): json.loads((tmp_path / "safety" / f).read_text()) for f in files}
+    opts = {k: v["meta"]["options"] for k, v in by_adapter.items()}
+    assert opts[True]["weights"].endswith("safe-v9") and not opts[False]["weights"]
 
 
 def test_eval_command_with_noise_is_paired(tiny_dir, prompt_files, tmp_path):

@@ -171,7 +171,7 @@ def eval_cmd(card, profile, mode, scale, relative, sites, layers, seed, compare_
         click.echo(f"\npaired on the same prompts: A = {results[0]['label']}, B = {results[1]['label']}")
         click.echo(table(ph, pr))
     out = Path(o["results_dir"]) / "safety"
-    stem = f"eval-{_slug(Path(o['model_name']).name)}-{_slug(cfg.label())}"
+    stem = f"eval-{_stem(o)}-{_slug(cfg.label())}"
     paths = reports.write(out, stem, data, reports.eval_markdown(data))
     paths["png"] = reports.plot_eval(data, out / f"{stem}.png")
     _done(paths)
