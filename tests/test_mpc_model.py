@@ -274,5 +274,6 @@ def test_generate_missing_peer_is_one_line(tiny_model_dir):
 def test_generate_dead_peer_and_watchdog_are_one_line(tiny_model_dir):
     line = _one_line(_generate_cli(tiny_model_dir, env={"PRIVINF_FAULT_EXIT_RANK": "1"}))
     assert "rank 0 exit 5" in line and "went away mid-protocol" in line
-    line = _one_line(_generate_cli(tiny_model_dir, "--protocol-timeout", "0.5"))
+    # 64 tokens: the tiny model decodes a token in about 0.1 s, so 2 tokens could finish within 0.5 s
+    line = _one_line(_generate_cli(tiny_model_dir, "--protocol-timeout", "0.5", "--max-new-tokens", "64"))
     assert "exit 5" in line and "did not finish within 0.5 s" in line

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from privinf.cards import ActivationSpec, Segment
+from privinf.mpc import ring
 from privinf.mpc.compare import ltz
 from privinf.mpc.shim import import_crypten
 
@@ -47,35 +50,32 @@ def powers(x, needed: set[int]) -> dict:
     """{k: x**k} for k in ``needed``; level l builds the powers in (2**(l-1), 2**l] from lower ones.
 
     Per level one batched product (squares and the other products stacked together, so a level is
-    one round): ceil(log2 d) rounds for degree d.
+    one round): ceil(log2 d) rounds for degree d. Every product is truncated by x's scale, as
+    CrypTen's; the powers come back at x's fraction bits.
     """
-    crypten = import_crypten()
     req = set(needed) | {1}
     for k in sorted(req, reverse=True):
         if k > 1:
             h = 1 << ((k - 1).bit_length() - 1)
             req |= {h, k - h}
-    out = {1: x}
+    bits = ring.bits_of(x)
+    out = {1: x._tensor.share}
     level = 1
     while max(req) > level:
         todo = [k for k in sorted(req) if level < k <= 2 * level]
         halves = {k: 1 << ((k - 1).bit_length() - 1) for k in todo}
         if todo:
-            left = crypten.stack([out[halves[k]] for k in todo])
-            right = crypten.stack([out[k - halves[k]] for k in todo])
-            left.encoder = right.encoder = x.encoder
-            prod = left * right
+            left = torch.stack([out[halves[k]] for k in todo])
+            right = torch.stack([out[k - halves[k]] for k in todo])
+            prod = ring.truncate(ring.beaver(left, right), bits)
             out.update({k: prod[i] for i, k in enumerate(todo)})
         level *= 2
-    return out
+    return {k: x if k == 1 else ring.wrap(v, bits) for k, v in out.items()}
 
 
 def reduced(x, shift: int):
     """x / 2**shift with no rounding: the same shares read at f + shift fraction bits."""
-    crypten = import_crypten()
-    out = x.clone()
-    out.encoder = crypten.encoder.FixedPointEncoder(precision_bits=fraction_bits() + shift)
-    return out
+    return ring.wrap(x._tensor.share.clone(), fraction_bits() + shift)
 
 
 def polynomial(p: dict, coeffs, shift: int = 0):
@@ -86,28 +86,25 @@ def polynomial(p: dict, coeffs, shift: int = 0):
     small they are (CrypTen's public multiply truncates each coefficient to 16 fraction bits, which
     is 6% off for PUMA's 2.7e-4 x^6 term).
     """
-    crypten = import_crypten()
     f = fraction_bits()
     scale = 2 ** f
     acc = None
     for k, c in enumerate(coeffs):
         if k == 0 or c == 0.0:
             continue
-        term = p[k] * int(round(c * 2.0 ** (k * shift) * scale))
+        term = p[k]._tensor.share * int(round(c * 2.0 ** (k * shift) * scale))
         acc = term if acc is None else acc + term
     if acc is None:
-        acc = p[1] * 0
-    if coeffs and coeffs[0]:
-        acc = acc + coeffs[0] * scale  # encoded at the accumulator's f + shift bits
-    out = acc.div(2 ** (f + shift))
-    out.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f)
-    return out
+        acc = torch.zeros_like(p[1]._tensor.share)
+    if coeffs and coeffs[0]:  # encoded at the powers' f + shift bits
+        acc = ring.add_public(acc, coeffs[0] * scale, ring.bits_of(p[1]))
+    return ring.wrap(ring.truncate(acc, f + shift), f)
 
 
 def times(x, c: float):
     """x * c for a public float, with c rounded (not truncated) to f fraction bits."""
     f = fraction_bits()
-    return (x * int(round(c * 2 ** f))).div(2 ** f)
+    return ring.wrap(ring.truncate(x._tensor.share * int(round(c * 2 ** f)), f), ring.bits_of(x))
 
 
 def power_shift(segments) -> int:
@@ -170,19 +167,22 @@ def bolt(x, spec: ActivationSpec):
     """f(x) = 0.5 x + (|x| < a ? Q(|x|) : 0.5 |x|): the signs of x, x + a and x - a in one
     batched comparison; Q's even powers of |x| are x's, the odd ones x**k (1 - 2 [x < 0]) in one
     product: 11 rounds for a degree-4 Q, where comparing |x| after the sign took 18."""
-    crypten = import_crypten()
     a, q = spec.segments[1].hi, spec.segments[1].abs_coeffs
-    bits = ltz(crypten.stack([x, x + a, x - a]))  # [x < 0], [x < -a], [x < a]
-    neg, inside = bits[0], bits[2] - bits[1]
+    X = x._tensor.share
+    shift_a = ring.encode_public(a, ring.bits_of(x)) * int(ring.rank() == 0)
+    bits = ltz(ring.wrap(torch.stack([X, X + shift_a, X - shift_a]), ring.bits_of(x)))._tensor.share
+    neg, inside = bits[0], bits[2] - bits[1]  # [x < 0], [x < a] - [x < -a]
     shift = max(0, math.ceil(math.log2(a)))
     need = {k for k, c in enumerate(q) if c != 0.0 and k > 0} | {1}
     p = powers(reduced(x, shift), need)  # (x / 2**shift)**k
     odd = sorted(k for k in need if k % 2)
-    flips = neg * crypten.stack([p[k] for k in odd])  # bits at scale 1: no truncation
-    pa = {k: (p[k] - 2 * flips[odd.index(k)] if k % 2 else p[k]) for k in need}  # |x / 2**shift|**k
-    ax = crypten.mpc.MPCTensor.from_shares(pa[1]._tensor.share, precision=fraction_bits())  # |x| at f bits
-    g_in = polynomial(pa, q, shift) - ax.div(2)
-    return (x + ax).div(2) + inside * g_in
+    flips = ring.beaver(neg, torch.stack([p[k]._tensor.share for k in odd]))  # bits at scale 1: no truncation
+    pbits = ring.bits_of(p[1])
+    pa = {k: (ring.wrap(p[k]._tensor.share - 2 * flips[odd.index(k)], pbits) if k % 2 else p[k])
+          for k in need}  # |x / 2**shift|**k
+    ax = pa[1]._tensor.share  # |x| at f bits
+    g_in = polynomial(pa, q, shift)._tensor.share - ring.truncate(ax, 1)
+    return ring.wrap(ring.truncate(X + ax, 1) + ring.beaver(inside, g_in), ring.bits_of(x))
 
 
 def _exp_neg(t, squarings: int = 6):
@@ -245,13 +245,11 @@ def at_least(fn, x, bits: int):
     f = fraction_bits()
     if f >= bits:
         return fn(x)
-    hi = x * 2 ** (bits - f)  # public integer multiply: the raw value at ``bits`` fraction bits
-    hi.encoder = crypten.encoder.FixedPointEncoder(precision_bits=bits)
+    hi = ring.wrap(x._tensor.share * 2 ** (bits - f), bits)  # the raw value at ``bits`` fraction bits
     with crypten.cfg.temp_override({"encoder.precision_bits": bits}):
         y = fn(hi)
-    out = y.div(2 ** (bits - f))  # stochastic rounding; the site's exact rounding comes after x up
-    out.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f)
-    return out
+    # stochastic rounding; the site's exact rounding comes after x up
+    return ring.wrap(ring.truncate(y._tensor.share, bits - f), f)
 
 
 def activation(x, spec: ActivationSpec, name: str):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from privinf.cards import ProtocolCard, RsqrtSpec
-from privinf.mpc import activations
+from privinf.mpc import activations, ring
 from privinf.mpc.compare import ltz
 from privinf.mpc.shim import import_crypten
 
@@ -63,18 +63,14 @@ def sum_of_squares(h):
     2**f (no truncation), the other terms are small before their truncation. One batched Beaver
     product (one round), same precision as ``square`` (a couple of raw units per token).
     """
-    crypten = import_crypten()
-    MPCTensor = crypten.mpc.MPCTensor
     f = precision_bits(h)
     s = (f + 1) // 2
     H = h._tensor.share
     A = H.div(2 ** s, rounding_mode="trunc")  # local: H = 2**s A + B share by share
     B = H - A * 2 ** s
-    left = MPCTensor.from_shares(torch.stack([A, A, B]), precision=0)
-    right = MPCTensor.from_shares(torch.stack([A, B, B]), precision=0)
-    p = (left * right).sum(-1, keepdim=True)  # scale 1: integers, exact in the ring
-    ss = p[0] * 2 ** (2 * s - f) + p[1].div(2 ** (f - s - 1)) + p[2].div(2 ** f)
-    return MPCTensor.from_shares(ss._tensor.share, precision=f)
+    p = ring.beaver(torch.stack([A, A, B]), torch.stack([A, B, B])).sum(-1, keepdim=True)  # integers, exact
+    ss = p[0] * 2 ** (2 * s - f) + ring.truncate(p[1], f - s - 1) + ring.truncate(p[2], f)
+    return ring.wrap(ss, f)
 
 
 @dataclass
@@ -148,7 +144,8 @@ def mantissa_rsqrt(m, iterations: int):
     CrypTen's current encoder precision, which must be m's."""
     lo, hi = FIT_RANGE
     coeffs = mantissa_fit(iterations)
-    p = activations.powers(activations.reduced(m - (lo + hi) / 2, 1), set(range(2, len(coeffs))))
+    centred = ring.wrap(ring.add_public(m._tensor.share, -(lo + hi) / 2, precision_bits(m)), precision_bits(m))
+    p = activations.powers(activations.reduced(centred, 1), set(range(2, len(coeffs))))
     return activations.polynomial(p, coeffs, 1)
 
 
@@ -165,23 +162,30 @@ def scaled_rsqrt(ss, count: int, spec: RsqrtSpec):
         with cfg.temp_override({"functions.sqrt_nr_iters": spec.iterations}):
             return ss.div(count).inv_sqrt(), 0
     lo, hi = RSQRT_EXPONENTS
-    js = list(range(lo, hi + 1))
-    # tiny (T x 19) tensor and values up to 4**10: CrypTen's full-width comparison, one batch
-    b = crypten.stack([ss - count * 4.0 ** j for j in js])._ltz()  # b[i] = [ss / count < 4**js[i]]
-    # one-hot exponent k: e_k = [4**k <= ms < 4**(k+1)]; below 4**lo counts as k = lo (emulator's clamp)
-    onehot = [b[1]] + [b[i + 1] - b[i] for i in range(1, len(js) - 1)] + [1 - b[-1]]
-    onehot = crypten.stack(onehot)  # (K, T, 1) over k = lo..hi
-    scaled = crypten.stack([ss.div(4 ** k) if k > 0 else ss * int(4 ** -k) for k in js])  # ss 4^-k
-    m = (onehot * scaled).sum(0).div(count)  # mantissa in [1, 4)
+    js = range(lo, hi + 1)
     f = precision_bits(ss)
+    S = ss._tensor.share  # (T, 1) raw at f bits
+    column = (-1,) + (1,) * S.dim()  # one entry per exponent, broadcast over (T, 1)
+    # tiny (19 x T) tensor and values up to 4**10: the full ring's sign, as CrypTen's _ltz, one batch
+    thresholds = torch.tensor([ring.encode_public(count * 4.0 ** j, f) for j in js]).view(column)
+    b = ltz(ring.wrap(S - thresholds * int(ring.rank() == 0), f), lane=64)
+    b = b._tensor.share  # b[i] = [ss / count < 4**js[i]], bits at scale 1
+    # one-hot exponent k: e_k = [4**k <= ms < 4**(k+1)]; below 4**lo counts as k = lo (emulator's clamp)
+    onehot = torch.cat([b[1:2], b[2:] - b[1:-1], int(ring.rank() == 0) - b[-1:]])  # (K, T, 1) over k = lo..hi
+    up = torch.tensor([4 ** -k if k <= 0 else 1 for k in js]).view(column)
+    down = torch.tensor([4 ** k if k > 0 else 1 for k in js]).view(column)
+    scaled = (S * up).div(down, rounding_mode="trunc")  # ss 4^-k, truncated as CrypTen's div
+    m = ring.beaver(onehot, scaled).sum(0).div(count, rounding_mode="trunc")  # mantissa in [1, 4), at f bits
+    # below 16 bits, Newton's truncations and R = 2**(6-k) y (k up to 10) lose too much: the same
+    # value at f + extra bits (m < 4: no wrap risk); R comes back at f + extra bits
     extra = max(0, MIN_RSQRT_BITS - f)
-    if extra:  # below 16 bits, Newton's truncations and R = 2**(6-k) y (k up to 10) lose too much:
-        m = m * 2 ** extra  # the same value at f + extra bits (m < 4: no wrap risk); R comes back
-        m.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f + extra)  # at f + extra bits
     with cfg.temp_override({"encoder.precision_bits": f + extra}):
-        y = mantissa_rsqrt(m, spec.iterations)  # CrypTen's initial guess + Newton, accurate on [1, 4)
-    ys = crypten.stack([y * int(2 ** (_R_SHIFT - k)) if k <= _R_SHIFT else y.div(2 ** (k - _R_SHIFT)) for k in js])
-    return (onehot * ys).sum(0), _R_SHIFT  # at f + extra bits when extra > 0 (the caller rescales)
+        y = mantissa_rsqrt(ring.wrap(m * 2 ** extra, f + extra), spec.iterations)  # the card's Newton, as a fit
+    Y = y._tensor.share
+    up = torch.tensor([2 ** (_R_SHIFT - k) if k <= _R_SHIFT else 1 for k in js]).view(column)
+    down = torch.tensor([2 ** (k - _R_SHIFT) if k > _R_SHIFT else 1 for k in js]).view(column)
+    ys = (Y * up).div(down, rounding_mode="trunc")  # (K, T, 1): y 2**(shift - k)
+    return ring.wrap(ring.beaver(onehot, ys).sum(0), f + extra), _R_SHIFT  # the caller rescales
 
 
 @dataclass
@@ -245,16 +249,13 @@ def round_nearest(v, guard: int, fraction_bits: int):
     up. Like CrypTen's own truncation it fails when the shares wrap the ring (probability
     |V| / 2**63).
     """
-    crypten = import_crypten()
-    MPCTensor = crypten.mpc.MPCTensor
     d = 2 ** guard
-    rank = crypten.communicator.get().get_rank()
-    V = v._tensor.share + (d // 2 if rank == 0 else 0)
+    first = int(ring.rank() == 0)
+    V = v._tensor.share + first * (d // 2)
     q = V.div(d, rounding_mode="floor")  # local
-    r = V - q * d - (d if rank == 0 else 0)  # shares of r0 + r1 - d, in [-d, d)
-    up = 1 - ltz(MPCTensor.from_shares(r, precision=0), lane=guard + 1)  # [r0 + r1 >= d]
-    out = MPCTensor.from_shares(q, precision=0) + up
-    return MPCTensor.from_shares(out._tensor.share, precision=fraction_bits)
+    r = V - q * d - first * d  # shares of r0 + r1 - d, in [-d, d)
+    below = ltz(ring.wrap(r, 0), lane=guard + 1)._tensor.share  # [r0 + r1 < d]
+    return ring.wrap(q + first - below, fraction_bits)  # q0 + q1 + [r0 + r1 >= d]
 
 
 def rescale(a, w, product):
@@ -271,26 +272,25 @@ def norm(x, weight, bias, count: int, eps: float, kind: str, card: ProtocolCard,
     """Shared x (T, C) -> the card's RMSNorm/LayerNorm of x at x's f bits: rounded to nearest
     (``exact``, the MLP input: a measured site), else by CrypTen's stochastic truncation like every
     other product of the attention path (the attention and final norms: 5 rounds fewer each)."""
-    crypten = import_crypten()
     with meter.phase("norm"):
         h = x - x.mean(dim=-1, keepdim=True) if kind == "layer" else x
-        ss = sum_of_squares(h) + count * eps  # (T, 1) sum of squares
+        f = precision_bits(h)
+        ss = ring.wrap(ring.add_public(sum_of_squares(h)._tensor.share, count * eps, f), f)  # (T, 1) sum of squares
     with meter.phase("rsqrt"):
         r, shift = scaled_rsqrt(ss, count, mpc_rsqrt_spec(card))
     with meter.phase("norm"):
-        f = precision_bits(h)
         g = min(GUARD_BITS, f - 1)
-        n = rescale(h, r, h * r)  # 2**shift h / rms at f bits: the raw value of h / rms at f + shift bits
-        # label the left operand so CrypTen's truncation of the product by its scale leaves n w at
-        # f + g bits, then round to nearest on the f-bit grid once, as the emulation's fp(n)
-        n.encoder = crypten.encoder.FixedPointEncoder(precision_bits=shift + precision_bits(weight) - g)
-        n = n * weight
+        # h r truncated by h's scale and r's extra bits (as rescale(h, r, h * r)): 2**shift h / rms at
+        # f bits, the raw value of h / rms at f + shift bits
+        n = ring.truncate(ring.beaver(h._tensor.share, r._tensor.share), max(f, precision_bits(r)))
+        # n w truncated by 2**(shift + w bits - g) leaves it at f + g bits; then round to nearest on
+        # the f-bit grid once, as the emulation's fp(n)
+        n = ring.truncate(ring.beaver(n, weight._tensor.share), shift + precision_bits(weight) - g)
         if exact:
             with meter.phase("round"):
-                n = round_nearest(n, g, f)  # (T, C)
+                n = round_nearest(ring.wrap(n, f + g), g, f)  # (T, C)
         else:
-            n = n.div(2 ** g)
-            n.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f)
+            n = ring.wrap(ring.truncate(n, g), f)
         if bias is not None:
             n = n + bias
     return n
@@ -307,7 +307,6 @@ def mlp_block(x, w: Weights, meta: dict, card: ProtocolCard, meter: Meter, matmu
     ``matmul(a, weight)``: CrypTen's own (default) or :func:`privinf.mpc.offline.block_matmul`
     for weights prepared offline (:func:`privinf.mpc.offline.prepare_block`).
     """
-    crypten = import_crypten()
     C, I, gated = meta["C"], meta["I"], meta["gated"]
     n = norm(x, w.norm_weight, w.norm_bias, C, meta["norm_eps"], meta["norm_kind"], card, meter)  # site before W_up
     f = precision_bits(n)
@@ -317,15 +316,14 @@ def mlp_block(x, w: Weights, meta: dict, card: ProtocolCard, meter: Meter, matmu
     spec = card.activation(meta["activation"])
     with meter.phase("activation"):
         if gated:
-            a = activations.activation(gu[:, :I], spec, meta["activation"])
+            a = activations.activation(ring.wrap(gu._tensor.share[:, :I], precision_bits(gu)), spec, meta["activation"])
         else:
             a = activations.activation(gu + w.b_up if w.b_up is not None else gu, spec, meta["activation"])
     with meter.phase("multiply"):
-        if gated:  # as at the norm: a * up kept at f + g bits, then one exact rounding to nearest
-            a.encoder = crypten.encoder.FixedPointEncoder(precision_bits=f - g)
-            d = a * gu[:, I:]
+        if gated:  # as at the norm: a * up truncated by 2**(f - g), kept at f + g bits, then one exact rounding
+            d = ring.truncate(ring.beaver(a._tensor.share, gu._tensor.share[:, I:]), f - g)
             with meter.phase("round"):
-                d = round_nearest(d, g, f)  # (T, I): site before W_down
+                d = round_nearest(ring.wrap(d, f + g), g, f)  # (T, I): site before W_down
         else:
             d = a
     with meter.phase("matmul"):

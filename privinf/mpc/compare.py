@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from privinf.mpc.shim import import_crypten
+from privinf.mpc import ring
 
 LANE = 32
 BOUND = 2.0 ** (LANE - 1 - 16)  # |value| must stay below this at 16 fraction bits
@@ -31,16 +31,6 @@ BOUND = 2.0 ** (LANE - 1 - 16)  # |value| must stay below this at 16 fraction bi
 def bound(fraction_bits: int) -> float:
     """|value| must stay below this at ``fraction_bits`` for :func:`ltz` to be exact."""
     return 2.0 ** (LANE - 1 - fraction_bits)
-
-
-def _and(x, y):
-    """Beaver AND of binary shares where ``x`` broadcasts against ``y`` without being copied."""
-    crypten = import_crypten()
-    BST = crypten.mpc.primitives.BinarySharedTensor
-    provider = crypten.mpc.get_default_provider()
-    a, b, c = provider.generate_binary_triple(x.size(), y.size(), device=x.device)
-    eps, delta = BST.reveal_batch([x ^ a, y ^ b])
-    return (b & eps) ^ (a & delta) ^ (eps & delta) ^ c
 
 
 def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -57,21 +47,19 @@ def _unpack_bits(words: torch.Tensor, n: int) -> torch.Tensor:
     return torch.from_numpy(np.unpackbits(arr, bitorder="little")[:n].astype(np.int64))
 
 
-def _bits_to_arithmetic(bits: torch.Tensor):
-    """Binary shares of bits (each party's share is 0/1) -> ArithmeticSharedTensor at scale 1."""
-    crypten = import_crypten()
-    BST = crypten.mpc.primitives.BinarySharedTensor
-    provider = crypten.mpc.get_default_provider()
-    rA, rB = provider.B2A_rng(bits.size())
-    masked = bits ^ (rB.share & 1)  # local share of (bit xor r), still a 0/1 share
-    z = _unpack_bits(BST.from_shares(_pack_bits(masked)).reveal(), bits.numel())
-    return rA * (1 - 2 * z) + z
-
-
-def _cat(t, extra_share: torch.Tensor):
-    """Append planes with the given local share (a public constant shared as (c, 0))."""
-    out = t.shallow_copy()
-    out.share = torch.cat([t.share, extra_share])
+def _bits_to_arithmetic(bits: torch.Tensor) -> torch.Tensor:
+    """XOR shares of bits (each party's share is 0/1, shape (n,)) -> arithmetic shares at scale 1:
+    a random bit r from the dealer in both forms, the packed bits ^ r opened (one round)."""
+    n = bits.numel()
+    me = ring.rank()
+    r = ring.local_bits((n,)) if me == 0 else None
+    r_arith = ring.share(r, (n,), src=0)
+    r_bits = ring.bit_share(r, (n,), src=0)
+    (opened,) = ring.open_bits([_pack_bits(bits ^ (r_bits & 1))])
+    z = _unpack_bits(opened, n)  # bit ^ r, public
+    out = r_arith * (1 - 2 * z)
+    if me == 0:
+        out += z
     return out
 
 
@@ -90,33 +78,30 @@ def lane_for(limit: int) -> int:
 def ltz(x, lane: int = LANE):
     """[x < 0] for an MPCTensor x with |raw x| < 2**(lane - 1) (|x| < bound(f) for the default lane),
     as an MPCTensor of 0/1 at scale 1. A smaller lane (small integers: counts, rounding residuals)
-    takes fewer AND levels: ceil(log2(lane - 1)) + 2 rounds."""
-    crypten = import_crypten()
-    BST = crypten.mpc.primitives.BinarySharedTensor
-    MPCTensor = crypten.mpc.MPCTensor
+    takes fewer AND levels: ceil(log2(lane - 1)) + 2 rounds. Lane 64 is the full ring: the sign of
+    the int64 value, as CrypTen's ``_ltz``, for any x."""
     shape = x.size()
-    share = x._tensor.share.reshape(-1)  # this party's share; bits above LANE are ignored
+    share = x._tensor.share.reshape(-1)  # this party's share; bits above the lane are ignored
     n = share.numel()
+    me = ring.rank()
     planes = _planes(share, lane)  # (lane, W) this party's bits, plane by plane
-    a, b = BST(planes, src=0), BST(planes, src=1)  # each party's share bits as a private binary input
-    rank = crypten.communicator.get().get_rank()
+    a = ring.bit_share(planes if me == 0 else None, planes.shape, src=0)  # each party's bits, XOR-shared
+    b = ring.bit_share(planes if me == 1 else None, planes.shape, src=1)
     low = lane - 1  # bits 0..lane-2 feed the carry into the sign bit
-    G = _and(a[:low], b[:low])  # (low, W) generate
-    P = (a ^ b)  # (lane, W) propagate; P[lane-1] is the sign bit's own sum bit
+    G = ring.bit_and(a[:low], b[:low])  # (low, W) generate
+    P = a ^ b  # (lane, W) propagate; P[lane-1] is the sign bit's own sum bit
     sign_sum = P[low]
     # pad to an even count with a propagate-only plane (G=0, P=1): the carry passes through it
     Gs, Ps = G, P[:low]
-    while Gs.size(0) > 1:
-        if Gs.size(0) % 2:
-            Gs = _cat(Gs, torch.zeros_like(Gs.share[:1]))
-            Ps = _cat(Ps, torch.full_like(Ps.share[:1], -1 if rank == 0 else 0))
+    while Gs.shape[0] > 1:
+        if Gs.shape[0] % 2:
+            Gs = torch.cat([Gs, torch.zeros_like(Gs[:1])])
+            Ps = torch.cat([Ps, torch.full_like(Ps[:1], -1 if me == 0 else 0)])
         g_lo, g_hi, p_lo, p_hi = Gs[0::2], Gs[1::2], Ps[0::2], Ps[1::2]
-        last = Gs.size(0) == 2
-        upd = _and(p_hi, g_lo.unsqueeze(0) if last else BST.stack([g_lo, p_lo]))
+        last = Gs.shape[0] == 2
+        upd = ring.bit_and(p_hi, g_lo.unsqueeze(0) if last else torch.stack([g_lo, p_lo]))
         Gs = g_hi ^ upd[0]
         if not last:
             Ps = upd[1]
-    sign = (sign_sum ^ Gs[0]).share  # (W,) carry into the sign bit, xor its sum bit
-    bits = _unpack_bits(sign & -1, n)  # this party's 0/1 share of each sign bit
-    arith = _bits_to_arithmetic(bits)
-    return MPCTensor.from_shares(arith.share.reshape(shape), precision=0)
+    sign = sign_sum ^ Gs[0]  # (W,) carry into the sign bit, xor its sum bit
+    return ring.wrap(_bits_to_arithmetic(_unpack_bits(sign, n)).reshape(shape), 0)

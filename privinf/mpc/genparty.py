@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from privinf.mpc.party import (EXIT_CONFIG, EXIT_PROTOCOL, PartyConfig, PartyError, Watchdog, _connect, _die, _env,
-                               _exchange)
+from privinf.mpc import channel
+from privinf.mpc.party import (EXIT_CONFIG, EXIT_PEER, EXIT_PROTOCOL, PartyConfig, PartyError, Watchdog, _connect,
+                               _die, _env, _exchange)
 
 
 def _stats(crypten) -> tuple[int, int, float]:
@@ -69,6 +70,8 @@ def run(args) -> dict:
     from privinf.mpc.model import KVCache, check_model_card, forward, reveal_logits, share_model
     from privinf.mpc.shim import import_crypten
 
+    if args.cpu is not None:  # before any thread starts: torch's and gloo's threads inherit it
+        os.sched_setaffinity(0, {args.cpu})
     torch.set_num_threads(args.threads)
     cfg = PartyConfig(rank=args.rank, peer=args.peer, cards=(args.card,), out_dir=args.out,
                       timeout_s=args.timeout, protocol_timeout_s=args.protocol_timeout, threads=args.threads)
@@ -94,6 +97,7 @@ def run(args) -> dict:
     overrides = {"communicator.verbose": True, "mpc.provider": "TFP", "encoder.precision_bits": bits}
     with crypten.cfg.temp_override(overrides):
         _connect(cfg, crypten)
+        _open_channel(cfg)
         dog = Watchdog(cfg.protocol_timeout_s, f"rank {cfg.rank}: generation did not finish within "
                        f"{cfg.protocol_timeout_s:g} s (peer {cfg.peer} stalled?); raise --protocol-timeout",
                        EXIT_PROTOCOL)
@@ -111,8 +115,18 @@ def run(args) -> dict:
                              EXIT_PROTOCOL) from None
         finally:
             dog.cancel()
+        channel.close()
         crypten.uninit()
     return result
+
+
+def _open_channel(cfg) -> None:
+    """The parties' openings over one TCP socket (:mod:`privinf.mpc.channel`), next to gloo's rendezvous."""
+    try:
+        channel.connect(cfg.peer.rpartition(":")[0], cfg.timeout_s)
+    except OSError as exc:
+        raise PartyError(f"rank {cfg.rank}: could not open the protocol socket to the peer at {cfg.peer}: {exc}",
+                         EXIT_PEER) from None
 
 
 def _protocol(args, crypten, card, bits, meta, p0, weights, ids, Meter, KVCache, share_model, forward,
@@ -238,6 +252,7 @@ def parse(argv=None):
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--protocol-timeout", type=float, default=1800.0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cpu", type=int, default=None, help="run on this CPU only (two parties on one host: one each)")
     p.add_argument("--check", action="store_true")
     p.add_argument("--block", type=int, default=0, help="also run layer 0's MLP block on N rows both ways")
     p.add_argument("--sites", action="store_true", help="scoring: also reveal both MLP sites of every layer")

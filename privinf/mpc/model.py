@@ -33,7 +33,7 @@ import torch
 
 from privinf.cards import ProtocolCard
 from privinf.errors import PrivinfError
-from privinf.mpc import activations
+from privinf.mpc import activations, ring
 from privinf.mpc.block import Meter, Weights, mlp_block, norm, precision_bits
 from privinf.mpc.offline import MaskedWeight, block_matmul, masked_matmul, prepare, prepare_block, share_raw
 from privinf.mpc.shim import import_crypten
@@ -123,10 +123,10 @@ class SharedLayer:
 
 @dataclass
 class SharedModel:
-    embed: MaskedWeight
+    embed: MaskedWeight  # (V, C)
     layers: list[SharedLayer]
     final_norm: object
-    head: MaskedWeight
+    head: MaskedWeight  # (C, V): W^T
 
 
 def share_model(w: ModelWeights | None, meta: dict, bits: int) -> SharedModel:
@@ -153,7 +153,8 @@ def share_model(w: ModelWeights | None, meta: dict, bits: int) -> SharedModel:
             o=prepare(lw.w_o if has else None, (H * d, C), wb),
             mlp=prepare_block(lw.mlp if has else None, mlp_meta(meta), bits)))
     embed = prepare(w.embed if has else None, (V, C), wb)
-    head = embed if meta["tied"] else prepare(w.lm_head if has else None, (V, C), wb)
+    # the head multiplies by W^T: a contiguous (C, V) copy (of the embedding's shares and mask when tied)
+    head = embed.transposed() if meta["tied"] else prepare(w.lm_head.T if has else None, (C, V), wb)
     return SharedModel(embed, layers, vec(w.final_norm if has else None, C, wb), head)
 
 
@@ -161,24 +162,21 @@ def share_model(w: ModelWeights | None, meta: dict, bits: int) -> SharedModel:
 
 @dataclass
 class KVCache:
-    """Per layer k (after rotary) and v as shared (Hkv, S, d); ``length`` = S."""
+    """Per layer k (after rotary) and v as this party's raw shares (Hkv, S, d) at the protocol's
+    fraction bits; ``length`` = S."""
 
     k: list = field(default_factory=list)
     v: list = field(default_factory=list)
     length: int = 0
 
 
-def _wrap(share: torch.Tensor, bits: int):
-    return import_crypten().mpc.MPCTensor.from_shares(share, precision=bits)
-
-
-def _rope(x_share: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bits: int):
+def _rope(x_share: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding of a shared (heads, T, d) raw tensor: x cos + rotate_half(x) sin, local."""
     half = x_share.shape[-1] // 2
     rot = torch.cat([-x_share[..., half:], x_share[..., :half]], dim=-1)
     c = torch.round(cos.double() * 2 ** ROPE_BITS).long()
     s = torch.round(sin.double() * 2 ** ROPE_BITS).long()
-    return _wrap((x_share * c + rot * s).div(2 ** ROPE_BITS, rounding_mode="trunc"), bits)
+    return ring.truncate(x_share * c + rot * s, ROPE_BITS)
 
 
 def attention(x, L: SharedLayer, meta: dict, card: ProtocolCard, meter: Meter, cache: KVCache, i: int,
@@ -195,25 +193,26 @@ def attention(x, L: SharedLayer, meta: dict, card: ProtocolCard, meter: Meter, c
     with meter.phase("attention"):
         s = qkv._tensor.share
         cos, sin = rope_tables(meta, positions)
-        q = _rope(s[:, :H * d].reshape(T, H, d).transpose(0, 1), cos, sin, f)  # (H, T, d)
-        k = _rope(s[:, H * d:(H + Hkv) * d].reshape(T, Hkv, d).transpose(0, 1), cos, sin, f)  # (Hkv, T, d)
-        v = _wrap(s[:, (H + Hkv) * d:].reshape(T, Hkv, d).transpose(0, 1).contiguous(), f)
-        crypten = import_crypten()
+        q = _rope(s[:, :H * d].reshape(T, H, d).transpose(0, 1), cos, sin)  # (H, T, d)
+        k = _rope(s[:, H * d:(H + Hkv) * d].reshape(T, Hkv, d).transpose(0, 1), cos, sin)  # (Hkv, T, d)
+        v = s[:, (H + Hkv) * d:].reshape(T, Hkv, d).transpose(0, 1).contiguous()
         if len(cache.k) > i:
-            k, v = crypten.cat([cache.k[i], k], dim=1), crypten.cat([cache.v[i], v], dim=1)
+            k, v = torch.cat([cache.k[i], k], dim=1), torch.cat([cache.v[i], v], dim=1)
             cache.k[i], cache.v[i] = k, v
         else:
             cache.k.append(k)
             cache.v.append(v)
-        S = k.size(1)
+        S = k.shape[1]
         qg = q.reshape(Hkv, g * T, d)  # query head h = kv * g + j (Hugging Face's repeat_kv)
-        scores = activations.times(qg.matmul(k.transpose(1, 2)), 1.0 / math.sqrt(d))  # (Hkv, g T, S)
+        qk = ring.truncate(ring.beaver(qg, k.transpose(1, 2), "matmul"), f)  # (Hkv, g T, S)
+        scores = activations.times(ring.wrap(qk, f), 1.0 / math.sqrt(d))
         keep = None
         if T > 1:
             past = S - T
             keep = (torch.arange(S)[None, :] <= past + torch.arange(T)[:, None]).repeat(g, 1)  # (g T, S)
         p = activations.at_least(lambda t: softmax(t, keep, card.softmax, meter), scores, SOFTMAX_BITS)
-        out = p.matmul(v).reshape(H, T, d).transpose(0, 1).reshape(T, H * d)  # (T, H d)
+        out = ring.truncate(ring.beaver(p._tensor.share, v, "matmul"), precision_bits(p))  # (Hkv, g T, d)
+        out = ring.wrap(out.reshape(H, T, d).transpose(0, 1).reshape(T, H * d), f)  # (T, H d)
     with meter.phase("matmul"):
         return masked_matmul(out, L.o, f)
 
@@ -231,10 +230,10 @@ def forward(sm: SharedModel, meta: dict, ids: list[int] | None, T: int, card: Pr
         if ids is not None:
             onehot = torch.zeros(T, V, dtype=torch.long)
             onehot[torch.arange(T), torch.tensor(ids)] = 1
-        x = masked_matmul(_wrap(share_raw(onehot, (T, V), src=0), 0), sm.embed, bits)  # (T, C)
+        x = masked_matmul(ring.wrap(share_raw(onehot, (T, V), src=0), 0), sm.embed, bits)  # (T, C)
     mm = mlp_meta(meta)
     for i, L in enumerate(sm.layers):
-        x = x + attention(x, L, meta, card, meter, cache, i, positions)
+        x = ring.wrap(x._tensor.share + attention(x, L, meta, card, meter, cache, i, positions)._tensor.share, bits)
         x, up, down = mlp_block(x, L.mlp, mm, card, meter, matmul=block_matmul)
         if sites is not None:
             sites.append((up, down))
@@ -242,7 +241,7 @@ def forward(sm: SharedModel, meta: dict, ids: list[int] | None, T: int, card: Pr
     h = norm(x if all_positions else x[-1:], sm.final_norm, None, meta["C"], meta["eps"], "rms", card, meter,
              exact=False)
     with meter.phase("head"):
-        return masked_matmul(h, sm.head, bits, transpose=True)  # (1 or T, V)
+        return masked_matmul(h, sm.head, bits)  # (1 or T, V)
 
 
 def reveal_logits(t) -> torch.Tensor | None:

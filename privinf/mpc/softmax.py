@@ -18,18 +18,13 @@ import math
 import torch
 
 from privinf.cards import SoftmaxSpec
-from privinf.mpc import activations
+from privinf.mpc import ring
 from privinf.mpc.block import Meter, precision_bits
 from privinf.mpc.compare import lane_for, ltz
-from privinf.mpc.shim import import_crypten
 
 SOFTMAX_BITS = 16  # the softmax runs at >= 16 fraction bits (CrypTen's exp squares 8 times)
 MASK_BIAS = -1024.0  # added to masked scores before the max (ltz is exact for |x| < 2**15 at 16 bits)
 RECIPROCAL_ITERS = 3  # Newton steps of :func:`reciprocal` from its linear guess on [1, 2)
-
-
-def _wrap(share: torch.Tensor, bits: int):
-    return import_crypten().mpc.MPCTensor.from_shares(share, precision=bits)
 
 
 PAIR_BUDGET = 2 ** 19  # comparisons one max step may batch (about 10 MB at 2.5 words each)
@@ -54,39 +49,38 @@ def tree_max(x):
 
 
 def _pair_step(x):
-    crypten = import_crypten()
-    carry = x[..., -1:] if x.size(-1) % 2 else None
+    bits = precision_bits(x)
+    X = x._tensor.share
+    carry = X[..., -1:] if X.shape[-1] % 2 else None
     if carry is not None:
-        x = x[..., :-1]
-    a, b = x[..., 0::2], x[..., 1::2]
-    x = a + ltz(a - b) * (b - a)  # bits at scale 1: no truncation
-    return x if carry is None else crypten.cat([x, carry], dim=-1)
+        X = X[..., :-1]
+    a, b = X[..., 0::2], X[..., 1::2]
+    lower = ltz(ring.wrap(a - b, bits))._tensor.share
+    X = a + ring.beaver(lower, b - a)  # bits at scale 1: no truncation
+    return ring.wrap(X if carry is None else torch.cat([X, carry], dim=-1), bits)
 
 
 def _group_step(x, r: int):
     """(..., n) -> (..., ceil(n / r)): the max of each group of r, by all pairs (see tree_max)."""
-    crypten = import_crypten()
-    n = x.size(-1)
+    bits = precision_bits(x)
+    X = x._tensor.share
+    n = X.shape[-1]
     groups = -(-n // r)
     if groups * r > n:  # pad with copies of the last key: they cannot change a max
-        x = crypten.cat([x] + [x[..., -1:]] * (groups * r - n), dim=-1)
-    xg = x.reshape(*x.size()[:-1], groups, r)  # (..., G, r)
+        X = torch.cat([X, X[..., -1:].expand(*X.shape[:-1], groups * r - n)], dim=-1)
+    xg = X.reshape(*X.shape[:-1], groups, r)  # (..., G, r)
     ii, jj = torch.triu_indices(r, r, 1)  # pairs i < j
-    b = ltz(xg[..., ii] - xg[..., jj])  # (..., G, P): [x_i < x_j], j beats i
+    bs = ltz(ring.wrap(xg[..., ii] - xg[..., jj], bits))._tensor.share  # (..., G, P): [x_i < x_j], j beats i
     inc_i = torch.zeros(len(ii), r, dtype=torch.long)
     inc_i[torch.arange(len(ii)), ii] = 1
     inc_j = torch.zeros(len(ii), r, dtype=torch.long)
     inc_j[torch.arange(len(ii)), jj] = 1
-    bs = b._tensor.share
-    ones = inc_i.sum(0) if _rank() == 0 else torch.zeros(r, dtype=torch.long)  # public counts, party 0's share
+    first = int(ring.rank() == 0)
+    ones = inc_i.sum(0) * first  # public counts, party 0's share
     wins = ones - bs @ inc_i + bs @ inc_j  # (..., G, r): sum over pairs of i's wins; local integer maps
-    lose = ltz(_wrap(wins - (r - 1) * (_rank() == 0), 0), lane=lane_for(r))  # [wins < r - 1]
-    best = (1 - lose) * xg  # one winner per group; bits at scale 1: no truncation
-    return best.sum(-1)  # (..., G)
-
-
-def _rank() -> int:
-    return import_crypten().communicator.get().get_rank()
+    lose = ltz(ring.wrap(wins - (r - 1) * first, 0), lane=lane_for(r))._tensor.share  # [wins < r - 1]
+    best = ring.beaver(first - lose, xg)  # one winner per group; bits at scale 1: no truncation
+    return ring.wrap(best.sum(-1), bits)  # (..., G)
 
 
 def softmax(x, keep: torch.Tensor | None, spec: SoftmaxSpec = SoftmaxSpec(), meter: Meter | None = None):
@@ -96,19 +90,29 @@ def softmax(x, keep: torch.Tensor | None, spec: SoftmaxSpec = SoftmaxSpec(), met
     unless the card's ``softmax`` section says otherwise) of t = x - max <= 0, masked terms zeroed
     exactly, the reciprocal of the sum (>= 1, the max's own term) by :func:`reciprocal`.
     """
-    crypten = import_crypten()
     meter = meter or Meter()
-    if keep is not None:
-        x = x + (1 - keep.double()) * MASK_BIAS
+    f = precision_bits(x)
+    if keep is not None:  # the bias encoded as CrypTen encodes a public float tensor (truncated)
+        bias = ((1 - keep.double()) * MASK_BIAS * 2 ** f).long()
+        x = ring.wrap(x._tensor.share + bias * int(ring.rank() == 0), f)
     with meter.phase("max"):
         mx = tree_max(x)
-    with meter.phase("exp"), crypten.cfg.temp_override({"functions.exp_iterations": spec.exp_iterations}):
-        e = (x - mx).exp()
+    with meter.phase("exp"):
+        e = limit_exp(x._tensor.share - mx._tensor.share, f, spec.exp_iterations)
     if keep is not None:
-        e = _wrap(e._tensor.share * keep.long(), precision_bits(e))
+        e = e * keep.long()
     with meter.phase("reciprocal"):
-        r = reciprocal(e.sum(-1, keepdim=True), x.size(-1), spec.reciprocal_iterations)
-    return e * r
+        r = reciprocal(ring.wrap(e.sum(-1, keepdim=True), f), x.size(-1), spec.reciprocal_iterations)
+    return ring.wrap(ring.truncate(ring.beaver(e, r._tensor.share), f), f)
+
+
+def limit_exp(t: torch.Tensor, bits: int, iterations: int) -> torch.Tensor:
+    """Shares of exp(t) for shared raw t at ``bits``: CrypTen's ``exp``, (1 + t / 2**n)**(2**n) with
+    n = ``iterations`` squarings, each truncated by 2**bits."""
+    y = ring.add_public(ring.truncate(t, iterations), 1, bits)
+    for _ in range(iterations):
+        y = ring.truncate(ring.square(y), bits)
+    return y
 
 
 def reciprocal(s, limit: int, iterations: int = RECIPROCAL_ITERS):
@@ -124,24 +128,30 @@ def reciprocal(s, limit: int, iterations: int = RECIPROCAL_ITERS):
     CrypTen's guess breaks (its limit exp of 1 - 2 s < -255 grows again) and Newton diverges:
     a softmax over more than 253 similar keys; this one holds for any s <= limit.
     """
-    crypten = import_crypten()
-    MPCTensor = crypten.mpc.MPCTensor
     f = precision_bits(s)
+    S = s._tensor.share
     K = max(1, math.ceil(math.log2(limit + 1)))
     if K > f:
         raise ValueError(f"reciprocal: limit {limit} needs more than {f} fraction bits")
-    b = ltz(crypten.stack([s - 2.0 ** j for j in range(1, K + 1)]))  # b[j-1] = [s < 2**j]
-    onehot = [b[0]] + [b[j] - b[j - 1] for j in range(1, K)] + [1 - b[K - 1]]  # k = 0..K
-    c = MPCTensor.from_shares(sum(e._tensor.share * 2 ** (f - k) for k, e in enumerate(onehot)), precision=f)
+    first = int(ring.rank() == 0)
+    powers = torch.tensor([ring.encode_public(2.0 ** j, f) for j in range(1, K + 1)]).view(-1, *[1] * S.dim())
+    b = ltz(ring.wrap(S - powers * first, f))._tensor.share  # b[j-1] = [s < 2**j]
+    onehot = torch.cat([b[:1], b[1:] - b[:-1], first - b[-1:]])  # (K + 1, ...): k = 0..K
+    ks = torch.arange(K + 1).view(-1, *[1] * S.dim())
+    c = (onehot * 2 ** (f - ks)).sum(0)  # 2**-k at f bits
     # c**2 = 4**-k at f + K bits (exact for k <= K): the raw product with s stays below 2**(2f + 2K),
     # as small as an ordinary product's (at 2f bits it reached 2**53, and a 2PC truncation wraps
     # with probability |raw| / 2**63: 1e-3 per row, a garbled attention row every few tokens)
-    c2 = MPCTensor.from_shares(sum(e._tensor.share * 2 ** (f + K - 2 * k) for k, e in enumerate(onehot)),
-                               precision=f + K)
-    c2s = MPCTensor.from_shares((c2 * s)._tensor.share, precision=f)  # truncated by c2's f + K bits: at f bits
-    y = activations.times(c, 24.0 / 17.0) - activations.times(c2s, 8.0 / 17.0)
-    e = 1 - s * y
+    c2 = (onehot * 2 ** (f + K - 2 * ks)).sum(0)
+    c2s = ring.truncate(ring.beaver(c2, S), f + K)  # c**2 s at f bits
+    y = _times(c, 24.0 / 17.0, f) - _times(c2s, 8.0 / 17.0, f)
+    e = ring.add_public(-ring.truncate(ring.beaver(S, y), f), 1, f)  # 1 - s y
     for _ in range(iterations - 1):
-        ye = crypten.stack([y, e]) * crypten.stack([1 + e, e])
+        ye = ring.truncate(ring.beaver(torch.stack([y, e]), torch.stack([ring.add_public(e, 1, f), e])), f)
         y, e = ye[0], ye[1]
-    return y * (1 + e)
+    return ring.wrap(ring.truncate(ring.beaver(y, ring.add_public(e, 1, f)), f), f)
+
+
+def _times(share: torch.Tensor, c: float, bits: int) -> torch.Tensor:
+    """As :func:`privinf.mpc.activations.times` at ``bits``, on a raw share."""
+    return ring.truncate(share * int(round(c * 2 ** bits)), bits)
