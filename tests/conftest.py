@@ -146,3 +146,34 @@ def backend(request, block_x):
     case = BACKEND_CASES[request.param]
     return type("BackendRun", (), {"case": case, "name": case.name,
                                    "results": property(lambda self: backend_results(case.name, *block_x))})()
+
+
+def run_two_parties(party, want: int, timeout_s: float = 120.0) -> list:
+    """Run ``party(rank, rendezvous, queue)`` for ranks 0 and 1 in two spawned processes and return
+    the first ``want`` items they put on the queue. A party that exits with an error, or a run past
+    ``timeout_s``, fails the test instead of hanging it."""
+    import multiprocessing as mp
+    import queue as queues
+    import tempfile
+    import time
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    rendezvous = "file://" + tempfile.mktemp(prefix="privinf-rdv-")
+    procs = [ctx.Process(target=party, args=(r, rendezvous, queue)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    deadline, got = time.monotonic() + timeout_s, []
+    try:
+        while len(got) < want:
+            try:
+                got.append(queue.get(timeout=0.5))
+            except queues.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    pytest.fail(f"a party failed or hung: exit codes {[p.exitcode for p in procs]}")
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    return got

@@ -4,12 +4,11 @@ One two-process CrypTen run evaluates every primitive on public test vectors and
 max errors against the plaintext definitions; the tests then check them one by one.
 """
 
-import multiprocessing as mp
 import os
-import tempfile
 
 import pytest
 import torch
+from conftest import run_two_parties
 
 from privinf.approx import functions, polynomial
 from privinf.cards import protocol_card
@@ -102,29 +101,7 @@ def _party(rank: int, rendezvous: str, queue) -> None:
 
 @pytest.fixture(scope="module")
 def errors():
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    rendezvous = "file://" + tempfile.mktemp(prefix="privinf-rdv-")
-    procs = [ctx.Process(target=_party, args=(r, rendezvous, queue)) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    import queue as queues
-    import time
-
-    deadline, result = time.monotonic() + 120, None
-    try:
-        while result is None:
-            try:
-                result = queue.get(timeout=0.5)
-            except queues.Empty:
-                if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                    pytest.fail(f"a party failed or hung: exit codes {[p.exitcode for p in procs]}")
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-    return result
+    return run_two_parties(_party, want=1)[0]
 
 
 def test_packed_comparison_is_exact_within_its_range(errors):

@@ -7,12 +7,11 @@ read the same bytes and rounds both ways.
 """
 
 import io
-import multiprocessing as mp
 import os
-import tempfile
 
 import pytest
 import torch
+from conftest import run_two_parties
 
 BIG = 3_000_000  # words: 24 MB each way, far above the socket buffers (a blocking send would deadlock)
 
@@ -99,30 +98,7 @@ def _party(rank: int, rendezvous: str, queue) -> None:
 
 @pytest.fixture(scope="module")
 def reports():
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    rendezvous = "file://" + tempfile.mktemp(prefix="privinf-rdv-")
-    procs = [ctx.Process(target=_party, args=(r, rendezvous, queue)) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    import queue as queues
-    import time
-
-    deadline, got = time.monotonic() + 120, {}
-    try:
-        while len(got) < 2:
-            try:
-                rank, data = queue.get(timeout=0.5)
-                got[rank] = torch.load(io.BytesIO(data))
-            except queues.Empty:
-                if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                    pytest.fail(f"a party failed or hung: exit codes {[p.exitcode for p in procs]}")
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-    return got
+    return {rank: torch.load(io.BytesIO(data)) for rank, data in run_two_parties(_party, want=2)}
 
 
 @pytest.mark.parametrize("rank", [0, 1])
