@@ -227,6 +227,26 @@ def test_attack_command_rows_per_weights_and_approximation(tiny_model_dir, harmf
     assert labels[2][0].endswith("adapter") and "adapter / clean" in out and "base / gaussian" in out
 
 
+def test_attack_command_under_the_mva(tiny_model_dir, harmful_file, tmp_path):
+    """--mva takes the MVA's strongest site, its scale and family and its sensitive layers."""
+    pytest.importorskip("privinf.emulator")
+    mva = {"kind": "mva", "base": {"relative": False}, "sensitive_layers": [1],
+           "sites": {"up": {"sweep": {"base": {"mode": "gaussian"}}, "mva": {"coherent_peak_scale": 0.5, "coherent_peak_asr": 0.1}},
+                     "down": {"sweep": {"base": {"mode": "laplace"}}, "mva": {"coherent_peak_scale": 0.3, "coherent_peak_asr": 0.4}}}}
+    (tmp_path / "mva.json").write_text(json.dumps(mva))
+    _run([*_args(tiny_model_dir, harmful_file, tmp_path / "res"), "--attack", "gcg-transfer",
+          "--templates-per-attack", "1", "--mva", str(tmp_path / "mva.json"), "--no-compare-clean"])
+    data = json.loads(next((tmp_path / "res" / "safety").glob("attack-*.json")).read_text())
+    (row,) = data["rows"]
+    cfg = row["config"]
+    assert (cfg["mode"], cfg["scale"], cfg["sites"], cfg["layers"], cfg["relative"]) == ("laplace", 0.3, ["down"], [1], False)
+    from privinf.cli import main
+
+    res = CliRunner().invoke(main, [*_args(tiny_model_dir, harmful_file, tmp_path), "--mva", str(tmp_path / "mva.json"),
+                                    "--mode", "gaussian", "--scale", "0.1"])
+    assert res.exit_code != 0 and "--mva sets the noise itself" in res.output
+
+
 def test_attack_command_rejects_bad_options(tiny_model_dir, harmful_file, tmp_path):
     from privinf.cli import main
 

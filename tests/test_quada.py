@@ -292,6 +292,17 @@ def test_mva_spec_from_text_and_from_the_mva_json(tmp_path):
     (tmp_path / "mva.json").write_text(json.dumps(res))
     m = mvaspec.parse(str(tmp_path / "mva.json"))
     assert m.noise == (("up", "gaussian", 0.25),) and m.relative and m.layers == (0, 2)
+    assert m.site() == ("up", "gaussian", 0.25)
+    # two sites: one is picked by name, or by the higher peak coherent ASR the search measured
+    res["sites"]["down"]["mva"] = {"coherent_peak_scale": 1.0, "coherent_peak_asr": 0.2}
+    res["sites"]["up"]["mva"]["coherent_peak_asr"] = 0.1
+    (tmp_path / "mva2.json").write_text(json.dumps(res))
+    m2 = mvaspec.parse(str(tmp_path / "mva2.json"))
+    assert m2.site() == ("down", "laplace", 1.0) and m2.site("up") == ("up", "gaussian", 0.25)
+    with pytest.raises(UsageError, match="choose one with --mva-site"):
+        mvaspec.parse("up:0.05,down:0.03").site()
+    with pytest.raises(UsageError, match="no noise at that site"):
+        m.site("down")
     (tmp_path / "bad.json").write_text(json.dumps({"kind": "sweep"}))
     with pytest.raises(UsageError, match="not an MVA result"):
         mvaspec.parse(str(tmp_path / "bad.json"))

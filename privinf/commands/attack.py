@@ -49,7 +49,11 @@ def _repeatable_weights(f):
 @click.option("--scale", type=float, default=None, help="noise std (gaussian) or b (laplace)")
 @click.option("--relative", is_flag=True, help="--scale multiplies each site's measured clean std")
 @click.option("--site", "sites", multiple=True, type=click.Choice(["up", "down"]), help="sites (default both)")
-@click.option("--layers", default="all", show_default=True, help="layers perturbed, e.g. 0-3,7")
+@click.option("--layers", default=None, help="layers perturbed, e.g. 0-3,7 [default: all; with --mva its sensitive layers]")
+@click.option("--mva", default=None, help="attack under the MVA: the JSON of `privinf safety mva` (its strongest "
+              "site, scale, absolute/relative and sensitive layers) or a spec such as down:laplace:0.03")
+@click.option("--mva-site", type=click.Choice(["up", "down"]), default=None,
+              help="--mva's site [default: its only site, else the one of highest coherent ASR in the MVA JSON]")
 @click.option("--seed", default=0, show_default=True, help="noise seed")
 @click.option("--compare-clean/--no-compare-clean", default=True, show_default=True,
               help="with a perturbation, also run every attack on the clean model (rows clean and perturbed)")
@@ -63,7 +67,7 @@ def _repeatable_weights(f):
               "or on the clean model and transfer it")
 @click.option("--gcg-target", default="Sure, here is how to {prompt}", show_default=True,
               help="target string of adaptive GCG ({prompt}: the prompt, first letter lower case)")
-def attack(attacks, k, attack_seed, card, profile, mode, scale, relative, sites, layers, seed, compare_clean,
+def attack(attacks, k, attack_seed, card, profile, mode, scale, relative, sites, layers, mva, mva_site, seed, compare_clean,
            gcg_steps, gcg_search_width, gcg_topk, gcg_suffix_len, gcg_limit, gcg_against, gcg_target, **o):
     """Jailbreak attacks against the model (the paper's Table 4): ASR per template and best-of-k.
 
@@ -80,6 +84,8 @@ def attack(attacks, k, attack_seed, card, profile, mode, scale, relative, sites,
       privinf safety attack --limit 8 --templates-per-attack 2
       privinf safety attack --attack gcg --limit 25 --gcg-steps 20
       privinf safety attack --attack gcg,autodan,dra --card bolt --weights base --weights runs/quada
+      privinf safety attack --attack gcg,autodan,dra,tap,inthewild --mva results/safety/mva-smollm2-135m-instruct.json \
+          --weights base --weights smollm2-135m-safe
     """
     from privinf import validate
     from privinf.attacks.gcg import GCGConfig
@@ -87,6 +93,10 @@ def attack(attacks, k, attack_seed, card, profile, mode, scale, relative, sites,
 
     o = dict(o)
     names = parse_attacks(attacks)
+    if mva is not None:
+        mode, scale, relative, sites, layers = _from_mva(mva, mva_site, relative, (card, profile, mode, scale, sites), layers)
+    elif mva_site is not None:
+        raise UsageError("--mva-site needs --mva")
     kind = "exact" if card else "noise" if profile else mode or "clean"
     if sum(x is not None for x in (card, profile, mode)) > 1:
         raise UsageError("give at most one of --card, --profile, --mode")
@@ -119,6 +129,20 @@ def attack(attacks, k, attack_seed, card, profile, mode, scale, relative, sites,
 
     data = run_grid(harness_for, weights, configs_for, names, opt)
     _report(data, o, weights, configs_for(weights[0])[-1], last["h"])
+
+
+def _from_mva(text, site, relative, others, layers):
+    """--mva as --mode/--scale/--relative/--site/--layers: one site (the safety harness applies one
+    noise family per configuration), on the MVA's sensitive layers unless --layers is given."""
+    from privinf.safety import mvaspec
+
+    if any(x not in (None, ()) for x in others):
+        raise UsageError("--mva sets the noise itself: drop --card/--profile/--mode/--scale/--site")
+    spec = mvaspec.parse(text, relative)
+    name, family, scale = spec.site(site)
+    if layers is None and spec.layers:
+        layers = ",".join(str(i) for i in spec.layers)
+    return family, scale, spec.relative, (name,), layers
 
 
 def _report(data: dict, o: dict, weights, cfg, h):

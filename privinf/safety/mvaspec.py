@@ -30,6 +30,7 @@ class MVA:
     relative: bool = False
     layers: tuple[int, ...] | None = None
     source: str = ""
+    peak_asr: tuple[tuple[str, float], ...] = ()  # (site, coherent ASR at its peak): from an MVA JSON
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -50,6 +51,18 @@ class MVA:
         return {"noise": [{"site": s, "family": f, "scale": v} for s, f, v in self.noise],
                 "relative": self.relative, "layers": None if self.layers is None else list(self.layers),
                 "source": self.source, "spec": self.spec()}
+
+    def site(self, name: str | None = None, option: str = "--mva-site") -> tuple[str, str, float]:
+        """One site's (site, family, scale): ``name``, else the only one, else the one whose peak
+        coherent ASR the MVA search measured highest (an MVA JSON)."""
+        if name is None and len(self.noise) > 1:
+            if not self.peak_asr:
+                raise UsageError(f"the MVA {self.spec()} names two sites; choose one with {option} up|down")
+            name = max(self.peak_asr, key=lambda t: t[1])[0]
+        for entry in self.noise:
+            if name is None or entry[0] == name:
+                return entry
+        raise UsageError(f"{option} {name}: the MVA {self.spec()} has no noise at that site")
 
     def site_configs(self, base, layers: tuple[int, ...] | None) -> list:
         """One ``RunConfig`` per site (the safety harness applies one noise family per config)."""
@@ -101,15 +114,16 @@ def from_json(path: str | Path, option: str = "--mva") -> MVA:
         data = json.loads(p.read_text(encoding="utf-8"))
         if data.get("kind") != "mva":
             raise KeyError("kind")
-        noise = []
+        noise, peaks = [], []
         for site in SITES:
             entry = data["sites"].get(site)
             scale = None if entry is None else entry["mva"]["coherent_peak_scale"]
             if scale:
                 noise.append((site, entry["sweep"]["base"]["mode"], float(scale)))
+                peaks.append((site, float(entry["mva"].get("coherent_peak_asr") or 0.0)))
         relative, layers = bool(data["base"]["relative"]), tuple(int(x) for x in data["sensitive_layers"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"{option}: {path} is not an MVA result of `privinf safety mva` (missing {exc})") from None
     if not noise:
         raise UsageError(f"{option}: {path} has no MVA at any site (no scale kept perplexity within its limit)")
-    return MVA(tuple(noise), relative, layers or None, str(p))
+    return MVA(tuple(noise), relative, layers or None, str(p), tuple(peaks))
