@@ -237,3 +237,42 @@ def test_kl_anchor_is_zero_at_the_base_and_pulls_back_towards_it(tiny_llama):
         for p in b:
             p -= 0.5 * p.grad
     assert float(kl_to_base(peft, peft, ids)) < float(kl)
+
+
+def test_shipped_adapters_fit_the_default_model_and_record_how_they_were_made():
+    """Every shipped adapter: float16 LoRA tensors shaped for its model card (every layer, every
+    projection), a provenance with the command, code commit and an evaluation; QuadA's records the
+    perturbation it was trained under (sites, layers, distribution, scale, relative or absolute)."""
+    from safetensors import safe_open
+
+    from privinf.align.adapters import resolve_adapter, shipped_adapters
+    from privinf.cards import model_card
+
+    names = shipped_adapters()
+    assert "smollm2-135m-safe" in names
+    for name in names:
+        folder = resolve_adapter(name)
+        cfg = json.loads((folder / "adapter_config.json").read_text())
+        prov = json.loads((folder / "provenance.json").read_text())
+        card = model_card(prov["config"]["model"])
+        r, h, m = cfg["r"], card.hidden_size, card.intermediate_size
+        shapes = {"gate_proj": (m, h), "up_proj": (m, h), "down_proj": (h, m), "q_proj": (h, h), "o_proj": (h, h)}
+        with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
+            keys = list(f.keys())
+            assert len(keys) == card.num_layers * 7 * 2, name
+            for k in keys:
+                t = f.get_tensor(k)
+                assert t.dtype == torch.float16, k
+                proj = k.split(".")[-3]
+                if proj in shapes:
+                    out_dim, in_dim = shapes[proj]
+                    assert t.shape == ((r, in_dim) if ".lora_A." in k else (out_dim, r)), k
+        assert prov["kind"] == "privinf-adapter" and prov["command"].startswith("privinf align"), name
+        assert prov["evaluation"]["command"] and prov["code_commit"], name
+        if prov["config"]["method"] == "quada":
+            p = prov["perturbation"]
+            assert p["perturb"] in ("mva", "none") and p["hook_calls"] is not None, name
+            if p["perturb"] == "mva":
+                assert p["sites"] and p["layers"] and p["scale"] in ("relative", "absolute"), name
+                assert {v[0] for v in p["noise_per_layer_site"].values()} <= {"gaussian", "laplace"}, name
+                assert all(n > 0 for n in p["hook_calls"].values()), name

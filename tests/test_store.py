@@ -61,6 +61,8 @@ def test_readers_see_rows_other_writers_appended(tmp_path):
     assert first[0]["response"] == second[0]["response"] == "first"
     assert len(path.read_text().splitlines()) == 3
     assert ResultsStore(path).get(cfg, "p3")["response"] == "first"
+    b.append([{"key": prompt_key(cfg, "p4"), "prompt": "p4", "response": "from b"}])
+    assert [r["prompt"] for r in a.rows()] == ["p1", "p2", "p3", "p4"]  # rows() reads the others' first
 
 
 def test_cut_and_garbage_lines_are_skipped_with_a_warning_and_regenerated(tiny_model_dir, tmp_path):

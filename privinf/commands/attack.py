@@ -84,7 +84,7 @@ def attack(attacks, k, attack_seed, card, profile, mode, scale, relative, sites,
       privinf safety attack --limit 8 --templates-per-attack 2
       privinf safety attack --attack gcg --limit 25 --gcg-steps 20
       privinf safety attack --attack gcg,autodan,dra --card bolt --weights base --weights runs/quada
-      privinf safety attack --attack gcg,autodan,dra,tap,inthewild --mva results/safety/mva-smollm2-135m-instruct.json \
+      privinf safety attack --attack gcg,autodan,dra,tap,inthewild --mva results/safety/mva-smollm2-135m-instruct.json \\
           --weights base --weights smollm2-135m-safe
     """
     from privinf import validate

@@ -75,6 +75,11 @@ class ResultsStore:
             self.refresh()
         return self._rows.get(key)
 
+    def rows(self) -> list[dict]:
+        """Every stored row (the first of each key), after reading what other writers appended."""
+        self.refresh()
+        return list(self._rows.values())
+
     def __contains__(self, key: str) -> bool:
         return key in self._rows
 

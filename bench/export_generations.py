@@ -1,0 +1,48 @@
+"""Copy the generations of some weights out of a results store into a compressed JSONL, to commit
+beside a reference table so that its verdicts can be re-judged without generating again.
+
+    python bench/export_generations.py results/vuln-v3/safety/generations.jsonl \
+        --weights smollm2-135m-safe-dpo,smollm2-135m-safe-quada --out adapters/smollm2-135m-safe-quada/compare/generations.jsonl.gz
+
+Rows are the store's own (key, config, prompt, response, ...), sorted by key, so the file is the
+same whatever order the runs appended them in; gunzip it into a store to reuse them
+(``privinf safety ... --results DIR`` reads ``DIR/safety/generations.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+from privinf.safety.store import ResultsStore
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("store", help="a results store (<results>/safety/generations.jsonl)")
+    ap.add_argument("--weights", required=True,
+                    help="comma-separated weights as the store names them (the --weights given); 'none' = the base model")
+    ap.add_argument("--max-new-tokens", type=int, default=64, help="only rows generated at this length")
+    ap.add_argument("--out", required=True, help="output .jsonl.gz")
+    args = ap.parse_args()
+    wanted = {None if w.strip().lower() == "none" else w.strip() for w in args.weights.split(",") if w.strip()}
+    store = ResultsStore(args.store)
+    rows = [r for r in store.rows() if r["config"].get("weights") in wanted
+            and r["config"].get("max_new_tokens") == args.max_new_tokens]
+    if not rows:
+        raise SystemExit(f"no rows for weights {sorted(map(str, wanted))} at {args.max_new_tokens} new tokens in {args.store}")
+    rows.sort(key=lambda r: r["key"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(out, "wt", encoding="utf-8", compresslevel=9) as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    by = {}
+    for r in rows:
+        by[str(r["config"].get("weights"))] = by.get(str(r["config"].get("weights")), 0) + 1
+    print(f"wrote {len(rows)} rows to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(by.items()))})")
+
+
+if __name__ == "__main__":
+    main()
