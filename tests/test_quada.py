@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from privinf.align.quada import cluster_loss, prompt_mean
+from privinf.align.quada import cluster_loss, content_mask, prompt_mean
 
 ROWS = [
     {"prompt": "w10 w11 w12 w13", "chosen": "w20 w21 w22", "rejected": "w30 w31 w32 w33", "kind": "harmful"},
@@ -48,7 +48,7 @@ def _cfg(tiny_model_dir, init_adapter, tmp_path, **kw):
     return AlignConfig(**(base | kw))
 
 
-def _trainer(cfg, tmp_path):
+def _trainer(cfg, tmp_path, rows=ROWS):
     from privinf.align.train import _lora, _trainer
     from privinf.models import load_model
 
@@ -56,8 +56,8 @@ def _trainer(cfg, tmp_path):
     model, tok = load_model(cfg.model)
     model = _lora(model, cfg)
     model.train()
-    tr = _trainer(cfg, model, tok, ROWS, tmp_path / f"ckpt-{id(cfg)}", [])
-    batch = tr.data_collator([tr.train_dataset[i] for i in range(len(ROWS))])
+    tr = _trainer(cfg, model, tok, rows, tmp_path / f"ckpt-{id(cfg)}", [])
+    batch = tr.data_collator([tr.train_dataset[i] for i in range(len(rows))])
     return tr, batch
 
 
@@ -111,6 +111,26 @@ def test_cluster_term_gradient_and_values():
     completion = torch.tensor([[0, 0, 0, 1, 1], [0, 1, 1, 0, 0]])
     attention = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     assert prompt_mean(hidden, attention, completion)[:, 0].tolist() == [1.0, 5.0]  # prompt tokens only
+
+
+def test_content_mask_drops_the_template_every_prompt_shares():
+    # right-padded rows: template prefix [1, 2], content, assistant header [8, 9], then the completion
+    ids = torch.tensor([[1, 2, 5, 6, 8, 9, 30, 31, 0],
+                        [1, 2, 7, 8, 9, 32, 0, 0, 0],
+                        [1, 2, 5, 4, 3, 8, 9, 33, 34]])
+    prompt = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0, 0],
+                           [1, 1, 1, 1, 1, 0, 0, 0, 0],
+                           [1, 1, 1, 1, 1, 1, 1, 0, 0]])
+    keep = content_mask(ids, prompt)
+    assert [ids[b][keep[b]].tolist() for b in range(3)] == [[5, 6], [7], [5, 4, 3]]
+    # left padding and a shared first content token (it is shared, so it goes too)
+    ids2 = torch.tensor([[0, 1, 5, 6, 9], [1, 5, 7, 7, 9]])
+    prompt2 = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert [ids2[b][content_mask(ids2, prompt2)[b]].tolist() for b in range(2)] == [[6], [7, 7]]
+    # nothing would be left (identical prompts) or a single row: the whole prompt
+    same = torch.tensor([[1, 2, 3], [1, 2, 3]])
+    assert content_mask(same, torch.ones_like(same)).all()
+    assert content_mask(ids[:1], prompt[:1]).tolist() == prompt[:1].bool().tolist()
 
 
 # ------------------------------------------------------------------------------------------ ablation flags
@@ -189,6 +209,15 @@ def test_cluster_weight_adds_exactly_lambda_times_the_term(tiny_model_dir, init_
     # the harmful flags survive the Trainer's column pruning into the batches it trains on
     loader_batch = next(iter(on.get_train_dataloader()))
     assert loader_batch["harmful"].tolist().count(True) == sum(r["kind"] == "harmful" for r in ROWS)
+    # --cluster-tokens content: prompts in one template (shared prefix and suffix) give the same
+    # term as before with the whole prompt, and a different one over the content alone
+    templated = [dict(r, prompt=f"w1 w2 w3 {r['prompt']} w4 w5") for r in ROWS]
+    terms = {}
+    for tokens in ("prompt", "content"):
+        tr, b = _trainer(replace(cfg, cluster_tokens=tokens), tmp_path, templated)
+        _loss(tr, b)
+        terms[tokens] = tr.last_terms["cluster"]
+    assert 0 < terms["content"] < 2 and terms["content"] != pytest.approx(terms["prompt"])
 
 
 # ------------------------------------------------------------------------------------------ CLI end to end
@@ -199,13 +228,14 @@ def test_align_quada_then_safety_compare_cli(tiny_model_dir, init_adapter, tmp_p
 
     res = CliRunner().invoke(main, [
         "align", "--method", "quada", "--model", str(tiny_model_dir), "--init", str(init_adapter),
-        "--mva", "up:gaussian:0.3,down:laplace:0.2", "--layers", "0", "--limit", "4", "--batch-size", "2",
+        "--mva", "up:gaussian:0.3,down:laplace:0.2", "--layers", "0", "--cluster-tokens", "content", "--limit", "4", "--batch-size", "2",
         "--max-steps", "1", "--harmful-pairs", "4", "--output", str(tmp_path / "q"),
         "--answers", str(tmp_path / "answers.jsonl"), "--no-progress"])
     assert res.exit_code == 0, res.output
     pert = json.loads((tmp_path / "q" / "adapter" / "provenance.json").read_text())["perturbation"]
     assert pert["layers"] == [0] and pert["tau"] == 1 and pert["sites"] == ["up", "down"]
     assert pert["scale"] == "absolute" and pert["cluster_weight"] == 0.1 and pert["reference_passes"] >= 1
+    assert pert["cluster_tokens"] == "content" and "minus the prefix" in pert["cluster_activation"]
     assert pert["noise_per_layer_site"] == {"0:up": ["gaussian", 0.3], "0:down": ["laplace", 0.2]}
     assert set(pert["hook_calls"]) == {"0:up", "0:down"}
     log = [json.loads(line) for line in (tmp_path / "q" / "log.jsonl").read_text().splitlines()]

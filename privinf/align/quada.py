@@ -21,6 +21,12 @@ The loss (the paper's, from the authors' project page; privinf's choices marked 
   harmful-benign at the last token; 0.984 and 0.971 for the mean over the prompt). ``i, j``
   range over the batch's harmful prompts (rows whose chosen answer is a refusal: ``kind ==
   "harmful"`` in the training rows); a batch with fewer than two has no clustering term.
+  ``--cluster-tokens content`` averages over the prompt minus the prefix and suffix all of the
+  batch's harmful prompts share (the template's system block and assistant header). Why: on the
+  default model 24 of a typical 38 prompt tokens are template, so over the whole prompt the term
+  starts near its floor (1 - cos = 0.008 for 16 Do-Not-Answer prompts, clean; 0.074 over their
+  content) and stayed at 0.0195-0.0198 through the shipped +QuadA run, the same values +DPO logged
+  without the term: with lambda 0.1 it barely pulled.
 - The NLL term is the lead's RPO-style ``sft_weight`` of ``--method dpo``, under the same noise.
 
 ``--perturb none`` removes the noise (with ``--cluster-weight 0`` the loss is plain DPO, the
@@ -55,6 +61,7 @@ class QuadASetup:
     cluster_weight: float
     seed: int = 0
     mva_scale: float = 1.0
+    cluster_tokens: str = "prompt"  # or "content": the prompt minus what every prompt of the batch shares
 
     @classmethod
     def from_config(cls, cfg) -> "QuadASetup":
@@ -67,7 +74,10 @@ class QuadASetup:
             mva = mvaspec.parse(cfg.mva, relative=cfg.relative).scaled(cfg.mva_scale)
         elif cfg.perturb != "none":
             raise ValueError(f"perturb must be 'mva' or 'none', got {cfg.perturb!r}")
-        return cls(mva, cfg.perturb_layers, float(cfg.cluster_weight), cfg.seed, float(cfg.mva_scale))
+        if cfg.cluster_tokens not in ("prompt", "content"):
+            raise ValueError(f"cluster_tokens must be 'prompt' or 'content', got {cfg.cluster_tokens!r}")
+        return cls(mva, cfg.perturb_layers, float(cfg.cluster_weight), cfg.seed, float(cfg.mva_scale),
+                   cfg.cluster_tokens)
 
 
 def cluster_loss(acts: torch.Tensor) -> torch.Tensor:
@@ -84,6 +94,31 @@ def prompt_mean(hidden: torch.Tensor, attention_mask: torch.Tensor, completion_m
     """(B, C) mean of ``hidden`` (B, T, C) over each row's prompt tokens (attended, not completion)."""
     m = (attention_mask.bool() & ~completion_mask.bool()).to(hidden.dtype)[..., None]  # (B, T, 1)
     return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def content_mask(input_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: each row's prompt tokens minus the longest prefix and the longest suffix that
+    every row's prompt shares (with a chat template: its system block and its assistant header).
+    The whole prompt where that would leave a row nothing (fewer than two rows, identical prompts)."""
+    pm = prompt_mask.bool()
+    idx = [m.nonzero().flatten() for m in pm]  # positions of each row's prompt tokens, in order
+    rows = [ids[i].tolist() for ids, i in zip(input_ids, idx)]
+    if len(rows) < 2:
+        return pm
+    n = min(len(r) for r in rows)
+    pre = 0
+    while pre < n and all(r[pre] == rows[0][pre] for r in rows):
+        pre += 1
+    suf = 0
+    while suf < n - pre and all(r[-1 - suf] == rows[0][-1 - suf] for r in rows):
+        suf += 1
+    out = torch.zeros_like(pm)
+    for b, i in enumerate(idx):
+        keep = i[pre:len(i) - suf]
+        if len(keep) == 0:
+            return pm
+        out[b, keep] = True
+    return out
 
 
 class _Term:
@@ -179,10 +214,13 @@ class QuadATrainer(DPOTrainer):
             out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss = out[0] if return_outputs else out
         n_pairs = inputs["input_ids"].shape[0] // 2
-        f1 = prompt_mean(seen["f1"][:n_pairs], inputs["attention_mask"][:n_pairs],
-                         inputs["completion_mask"][:n_pairs])  # (B, C), chosen half: one row per prompt
-        mask = torch.zeros(n_pairs, dtype=torch.bool) if harmful is None else harmful.bool().to(f1.device)
-        cluster = cluster_loss(f1[mask])
+        mask = torch.zeros(n_pairs, dtype=torch.bool) if harmful is None else harmful.bool()
+        mask = mask.to(inputs["input_ids"].device)
+        attn, comp = inputs["attention_mask"][:n_pairs][mask], inputs["completion_mask"][:n_pairs][mask]
+        if self.quada.cluster_tokens == "content":  # the prompt minus the template every prompt shares
+            attn = content_mask(inputs["input_ids"][:n_pairs][mask], attn.bool() & ~comp.bool())
+        f1 = prompt_mean(seen["f1"][:n_pairs][mask], attn, comp)  # (H, C), chosen half: one row per harmful prompt
+        cluster = cluster_loss(f1)
         if self.quada.cluster_weight > 0:
             loss = loss + self.quada.cluster_weight * cluster
         mode = "train" if self.model.training else "eval"
@@ -207,7 +245,11 @@ class QuadATrainer(DPOTrainer):
                 "mva_scale": q.mva_scale, "scale": "relative" if q.mva and q.mva.relative else "absolute",
                 "sites": [] if q.mva is None else list(q.mva.sites), "layers": layers,
                 "tau": len(layers) if q.layers is not None else "all", "cluster_weight": q.cluster_weight,
-                "cluster_activation": f"output of decoder layer {CLUSTER_LAYER} averaged over the prompt tokens, "
+                "cluster_tokens": q.cluster_tokens,
+                "cluster_activation": f"output of decoder layer {CLUSTER_LAYER} averaged over the "
+                                      + ("prompt tokens" if q.cluster_tokens == "prompt" else
+                                         "prompt tokens minus the prefix and suffix all prompts of the batch share")
+                                      + ", "
                                       "harmful prompts of each batch, all pairs",
                 "noise_per_layer_site": table,
                 "site_std": None if self.site_std is None else {f"{l}:{s}": v for (l, s), v in self.site_std.items()},

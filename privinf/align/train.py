@@ -71,6 +71,7 @@ class AlignConfig:
     mva_scale: float = 1.0  # every MVA scale times this (Table 5's LA: 1.1)
     perturb_layers: tuple[int, ...] | None = (0, 1, 2, 3)  # the first tau sensitive layers; None: every layer
     cluster_weight: float = 0.1  # lambda of the clustering term
+    cluster_tokens: str = "prompt"  # "content": minus the template prefix/suffix every prompt shares
 
     def __post_init__(self):
         if self.method not in METHODS:

@@ -31,19 +31,24 @@ def quada_options(f):
         click.option("--cluster-weight", default=None, type=float,
                      help=f"quada: lambda of the clustering term [default: {DEFAULT_CLUSTER_WEIGHT} with noise, "
                           "0 with --perturb none]"),
+        click.option("--cluster-tokens", type=click.Choice(["prompt", "content"]), default="prompt", show_default=True,
+                     help="quada: the tokens the clustering term averages layer 0's output over: the whole prompt "
+                          "(chat template included) or its content (minus the prefix and suffix every prompt of the "
+                          "batch shares: the template's system block and assistant header)"),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def quada_config(method: str, init, info, mva, relative, mva_scale, perturb_layers, perturb, cluster_weight) -> dict:
+def quada_config(method: str, init, info, mva, relative, mva_scale, perturb_layers, perturb, cluster_weight,
+                 cluster_tokens="prompt") -> dict:
     """AlignConfig keyword arguments for QuadA, checked; ``{}`` for other methods."""
     given = [name for name, v in (("--mva", mva), ("--relative", relative), ("--layers", perturb_layers),
                                   ("--cluster-weight", cluster_weight)) if v]
     if method != "quada":
-        if given or mva_scale != 1.0 or perturb != "mva":
-            raise UsageError(f"{(given or ['--mva-scale/--perturb'])[0]} applies only to --method quada, "
+        if given or mva_scale != 1.0 or perturb != "mva" or cluster_tokens != "prompt":
+            raise UsageError(f"{(given or ['--mva-scale/--perturb/--cluster-tokens'])[0]} applies only to --method quada, "
                              f"not --method {method}")
         return {}
     if init is None:
@@ -73,7 +78,8 @@ def quada_config(method: str, init, info, mva, relative, mva_scale, perturb_laye
                          f"({info.depth} decoder layers); give --layers")
     weight = cluster_weight if cluster_weight is not None else (DEFAULT_CLUSTER_WEIGHT if perturb == "mva" else 0.0)
     return dict(perturb=perturb, mva=spec, relative=rel, mva_scale=mva_scale,
-                perturb_layers=None if layers is None else tuple(layers), cluster_weight=weight)
+                perturb_layers=None if layers is None else tuple(layers), cluster_weight=weight,
+                cluster_tokens=cluster_tokens)
 
 
 def default_layers(info) -> tuple[int, ...]:
