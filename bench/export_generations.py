@@ -25,12 +25,15 @@ def main():
     ap.add_argument("--weights", required=True,
                     help="comma-separated weights as the store names them (the --weights given); 'none' = the base model")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="only rows generated at this length")
+    ap.add_argument("--modes", default="", help="only these modes, comma-separated (clean, exact, gaussian, ...; default: all)")
     ap.add_argument("--out", required=True, help="output .jsonl.gz")
     args = ap.parse_args()
     wanted = {None if w.strip().lower() == "none" else w.strip() for w in args.weights.split(",") if w.strip()}
+    modes = {m.strip() for m in args.modes.split(",") if m.strip()}
     store = ResultsStore(args.store)
     rows = [r for r in store.rows() if r["config"].get("weights") in wanted
-            and r["config"].get("max_new_tokens") == args.max_new_tokens]
+            and r["config"].get("max_new_tokens") == args.max_new_tokens
+            and (not modes or r["config"].get("mode") in modes)]
     if not rows:
         raise SystemExit(f"no rows for weights {sorted(map(str, wanted))} at {args.max_new_tokens} new tokens in {args.store}")
     rows.sort(key=lambda r: r["key"])

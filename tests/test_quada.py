@@ -260,6 +260,11 @@ def test_align_quada_then_safety_compare_cli(tiny_model_dir, init_adapter, tmp_p
     assert cells[("quada", "clean")]["vs_baseline"]["ppl_ratio"] == pytest.approx(1.0)
     assert (out / "compare-tiny-llama-base-quada.png").stat().st_size > 0
     assert "McNemar" in (out / "compare-tiny-llama-base-quada.md").read_text()
+    # no perplexity measured (--ppl-tokens 0, e.g. a prompt set of its own): the plot has no PPL panel
+    res = CliRunner().invoke(main, ["safety", "compare", "--weights", "base=none", "--weights", f"nop={adapter}",
+                                    "--cards", "none", "--seeds", "0", *common, "--ppl-tokens", "0"])
+    assert res.exit_code == 0, res.output
+    assert (out / "compare-tiny-llama-base-nop.png").stat().st_size > 0
 
     # Table 5 under the MVA, labels as the paper's: every generation is already stored (same weights)
     store = out / "generations.jsonl"

@@ -202,20 +202,26 @@ def plot_grid(res: dict, path: Path, title: str) -> Path:
 
     perts, labels = res["perturbations"], [w["label"] for w in res["weights"]]
     cell = {(c["weights"], c["perturbation"]): c for c in res["cells"]}
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(perts) * max(1, len(labels)) / 2), 7))
+    panels = [("coherent_asr", 100, "coherent ASR %")]
+    if any(c["ppl"]["n"] for c in res["cells"]):  # --ppl-tokens 0 measures none: no perplexity panel
+        panels.append(("ppl", 1, "perplexity"))
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                             figsize=(max(8, 0.9 * len(perts) * max(1, len(labels)) / 2), 3.5 * len(panels)))
+    axes = axes[:, 0]
     width = 0.8 / max(1, len(labels))
     for j, w in enumerate(labels):
         xs = [i + j * width for i in range(len(perts))]
-        for ax, key, scale in ((ax1, "coherent_asr", 100), (ax2, "ppl", 1)):
+        for ax, (key, scale, _) in zip(axes, panels):
             ys = [scale * cell[(w, p)][key]["mean"] for p in perts]
             sd = [scale * cell[(w, p)][key]["sd"] for p in perts]
             ax.bar(xs, ys, width, yerr=sd, capsize=2, label=w)
-    for ax, name in ((ax1, "coherent ASR %"), (ax2, "perplexity")):
+    for ax, (key, _, name) in zip(axes, panels):
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(perts))], perts, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(name)
-    ax2.set_yscale("log")
-    ax1.set_ylim(0, max(5.0, ax1.get_ylim()[1]))
-    ax1.legend(fontsize=8)
+        if key == "ppl":
+            ax.set_yscale("log")
+    axes[0].set_ylim(0, max(5.0, axes[0].get_ylim()[1]))
+    axes[0].legend(fontsize=8)
     return save_figure(fig, path, title)
 
 
