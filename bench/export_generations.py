@@ -31,7 +31,7 @@ def main():
     wanted = {None if w.strip().lower() == "none" else w.strip() for w in args.weights.split(",") if w.strip()}
     modes = {m.strip() for m in args.modes.split(",") if m.strip()}
     store = ResultsStore(args.store)
-    rows = [r for r in store.rows() if r["config"].get("weights") in wanted
+    rows = [r for r in store.rows() if "response" in r and r["config"].get("weights") in wanted  # not GCG suffixes
             and r["config"].get("max_new_tokens") == args.max_new_tokens
             and (not modes or r["config"].get("mode") in modes)]
     if not rows:
