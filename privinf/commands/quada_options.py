@@ -45,10 +45,11 @@ def quada_config(method: str, init, info, mva, relative, mva_scale, perturb_laye
                  cluster_tokens="prompt") -> dict:
     """AlignConfig keyword arguments for QuadA, checked; ``{}`` for other methods."""
     given = [name for name, v in (("--mva", mva), ("--relative", relative), ("--layers", perturb_layers),
-                                  ("--cluster-weight", cluster_weight)) if v]
+                                  ("--cluster-weight", cluster_weight), ("--mva-scale", mva_scale != 1.0),
+                                  ("--perturb", perturb != "mva"), ("--cluster-tokens", cluster_tokens != "prompt")) if v]
     if method != "quada":
-        if given or mva_scale != 1.0 or perturb != "mva" or cluster_tokens != "prompt":
-            raise UsageError(f"{(given or ['--mva-scale/--perturb/--cluster-tokens'])[0]} applies only to --method quada, "
+        if given:
+            raise UsageError(f"{given[0]} applies only to --method quada, "
                              f"not --method {method}")
         return {}
     if init is None:
