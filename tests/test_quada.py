@@ -147,6 +147,8 @@ def test_perturb_none_without_cluster_is_plain_dpo(tiny_model_dir, init_adapter,
     # precompute path) instead of the inline pass, which differs by ~1e-5 nats in the summed log-probs
     torch.testing.assert_close(q, d, rtol=2e-4, atol=1e-6)
     assert not tr.noise_calls
+    prov = tr.provenance()  # the record says nothing was perturbed, not which layers would have been
+    assert prov["perturb"] == "none" and prov["layers"] == [] and prov["tau"] is None and prov["sites"] == []
     assert tr.last_terms["sft"] > 0 and tr.last_terms["harmful"] == 3
     assert tr.last_terms["total"] == pytest.approx(tr.last_terms["dpo"] + cfg.sft_weight * tr.last_terms["sft"], rel=1e-5)
 

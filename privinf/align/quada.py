@@ -236,7 +236,8 @@ class QuadATrainer(DPOTrainer):
     def provenance(self) -> dict:
         """The perturbation as trained (recorded in the adapter's provenance.json)."""
         q, n_layers = self.quada, _hf_model(self.accelerator.unwrap_model(self.model)).config.num_hidden_layers
-        layers = list(range(n_layers)) if q.layers is None else list(q.layers)
+        # the layers the noise reaches: none when nothing is perturbed (--perturb none)
+        layers = [] if q.mva is None else list(range(n_layers)) if q.layers is None else list(q.layers)
         table = {}
         for s, f, v in (q.mva.noise if q.mva else ()):
             for l in layers:
@@ -244,7 +245,7 @@ class QuadATrainer(DPOTrainer):
         return {"perturb": "mva" if q.mva else "none", "mva": None if q.mva is None else q.mva.to_dict(),
                 "mva_scale": q.mva_scale, "scale": "relative" if q.mva and q.mva.relative else "absolute",
                 "sites": [] if q.mva is None else list(q.mva.sites), "layers": layers,
-                "tau": len(layers) if q.layers is not None else "all", "cluster_weight": q.cluster_weight,
+                "tau": None if q.mva is None else len(layers) if q.layers is not None else "all", "cluster_weight": q.cluster_weight,
                 "cluster_tokens": q.cluster_tokens,
                 "cluster_activation": f"output of decoder layer {CLUSTER_LAYER} averaged over the "
                                       + ("prompt tokens" if q.cluster_tokens == "prompt" else
