@@ -26,12 +26,15 @@ def main():
                     help="comma-separated weights as the store names them (the --weights given); 'none' = the base model")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="only rows generated at this length")
     ap.add_argument("--modes", default="", help="only these modes, comma-separated (clean, exact, gaussian, ...; default: all)")
+    ap.add_argument("--gcg", action="store_true",
+                    help="also the adaptive-GCG suffix rows (so `safety attack --attack gcg` resumes without optimising again)")
     ap.add_argument("--out", required=True, help="output .jsonl.gz")
     args = ap.parse_args()
     wanted = {None if w.strip().lower() == "none" else w.strip() for w in args.weights.split(",") if w.strip()}
     modes = {m.strip() for m in args.modes.split(",") if m.strip()}
     store = ResultsStore(args.store)
-    rows = [r for r in store.rows() if "response" in r and r["config"].get("weights") in wanted  # not GCG suffixes
+    kinds = ("response", "gcg") if args.gcg else ("response",)  # not perplexity windows; suffixes on request
+    rows = [r for r in store.rows() if any(k in r for k in kinds) and r["config"].get("weights") in wanted
             and r["config"].get("max_new_tokens") == args.max_new_tokens
             and (not modes or r["config"].get("mode") in modes)]
     if not rows:

@@ -225,6 +225,42 @@ def test_batched_generation_matches_one_at_a_time(tiny_dir):
     assert [r["response"] for r in batched] == [r["response"] for r in single]
 
 
+def test_response_nll_over_kept_logits_matches_full_logits(tiny_dir):
+    from privinf.models import load_model
+    from privinf.safety.generate import chat_texts, response_nll
+
+    model, tok = load_model(str(tiny_dir))
+    prompts, responses = ["w10 w11 w12 w13 w14 w15 w16 w17", "w20"], ["w30 w31 w32", "w40 w41 w42 w43 w44"]
+    got = response_nll(model, tok, prompts, responses, batch_size=2)
+    for p, r, g in zip(prompts, responses, got):  # one at a time, no padding, every position's logits
+        head = tok(chat_texts(tok, [p])[0], add_special_tokens=False)["input_ids"]
+        tail = tok(r, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([head + tail])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        ref = -logp[len(head) - 1:].gather(-1, ids[0, len(head):, None])[:, 0].mean()
+        assert g == pytest.approx(float(ref), abs=1e-4)
+    assert response_nll(model, tok, ["w1"], [""])[0] is None
+
+
+def test_batches_are_cut_where_prompts_are_long(tiny_dir):
+    from privinf.models import load_model
+    from privinf.safety.generate import token_budget_batches
+
+    _, tok = load_model(str(tiny_dir))
+    n_tokens = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])  # noqa: E731
+    long, short = " ".join(f"w{i}" for i in range(40)), "w1 w2"
+    texts = [long] * 3 + [short] * 5
+    plain = token_budget_batches(tok, texts, 4)
+    assert [len(b) for b in plain] == [4, 4]  # under the budget nothing changes
+    budget = 2 * n_tokens(long) ** 2  # two long prompts fit, three do not
+    cut = token_budget_batches(tok, texts, 4, max_attention=budget)
+    assert sum(cut, []) == texts and [len(b) for b in cut] == [2, 2, 4]
+    assert all(len(b) * max(map(n_tokens, b)) ** 2 <= budget for b in cut)
+    # a single prompt over the budget still runs, alone
+    assert token_budget_batches(tok, [long, long], 4, max_attention=1) == [[long], [long]]
+
+
 def test_generation_resumes_after_interruption(tiny_dir, prompt_files, tmp_path):
     from privinf.safety.generate import ResultsStore, generate
 

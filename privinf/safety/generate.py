@@ -75,15 +75,41 @@ def response_nll(model, tokenizer, prompts: list[str], responses: list[str], bat
         for j, s in enumerate(seqs):  # left padding
             ids[j, width - len(s):] = torch.tensor(s)
             mask[j, width - len(s):] = 1
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], -1)  # (B, T-1, V)
-        tok_nll = -logp.gather(-1, ids[:, 1:, None].to(logp.device))[..., 0]  # (B, T-1)
+        # logits only over the responses (the last K positions): a long jailbreak prompt would
+        # otherwise cost B x T x vocab floats (12 GB for 16 prompts of 4k tokens)
+        keep = min(width, max(len(t) for t in tail_ids) + 1)
+        kw = {"logits_to_keep": keep} if _keeps_logits(model) else {}
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), **kw).logits
+        logp = torch.log_softmax(logits[:, -keep:-1].float(), -1)  # (B, K-1, V): predicts ids[:, width-K+1:]
+        tok_nll = -logp.gather(-1, ids[:, width - keep + 1:, None].to(logp.device))[..., 0]  # (B, K-1)
         for j, t in enumerate(tail_ids):
-            if not t:
-                out.append(None)
-                continue
-            out.append(float(tok_nll[j, width - 1 - len(t):].mean()))
+            out.append(float(tok_nll[j, -len(t):].mean()) if t else None)
     return out
+
+
+def _keeps_logits(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def token_budget_batches(tokenizer, texts: list[str], batch_size: int,
+                         max_attention: int = 16 * 1024 ** 2) -> list[list[str]]:
+    """Consecutive batches of at most ``batch_size`` texts, cut shorter where prompts are long:
+    a batch holds n texts only while n x (its longest prompt in tokens)^2 <= ``max_attention``
+    (the attention scores of one layer's prefill), so a batch of 4k-token jailbreak prompts is
+    cut to one at a time instead of needing ~10 GB. Prompts up to 1024 tokens batch as before."""
+    batches, i = [], 0
+    while i < len(texts):
+        longest, n = 0, 0
+        while n < batch_size and i + n < len(texts):
+            longest_next = max(longest, len(tokenizer(texts[i + n], add_special_tokens=False)["input_ids"]))
+            if n and (n + 1) * longest_next ** 2 > max_attention:
+                break
+            longest, n = longest_next, n + 1
+        batches.append(texts[i:i + n])
+        i += n
+    return batches
 
 
 def _batch_seed(seed: int, prompt: str) -> int:
@@ -106,8 +132,7 @@ def generate(model, tokenizer, config: RunConfig, prompts: list[str], store: Res
     todo.sort(key=len, reverse=True)
     bar = tqdm(total=len(todo), desc=desc or config.label(), disable=not progress or not todo,
                unit="prompt", leave=False)
-    for i in range(0, len(todo), batch_size):
-        batch = todo[i:i + batch_size]
+    for i, batch in enumerate(token_budget_batches(tokenizer, todo, batch_size)):
         t0 = time.perf_counter()
         cfg = config.with_(seed=_batch_seed(config.seed, batch[0])) if config.perturbed else config
         with perturbation(model, cfg, **(aux or {})):
@@ -120,7 +145,7 @@ def generate(model, tokenizer, config: RunConfig, prompts: list[str], store: Res
                        "batch_seconds": round(secs, 3), "batch_size": len(batch)} for p, r in zip(batch, rows)])
         bar.update(len(batch))
         if on_batch is not None:
-            on_batch(i // batch_size)
+            on_batch(i)
     bar.close()
     return [store.get(config, p) for p in prompts]
 
