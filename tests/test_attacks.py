@@ -208,6 +208,19 @@ def test_attack_command_end_to_end(tiny_model_dir, harmful_file, tmp_path):
     assert before == 3 * (1 + 2 + 2 + 1) + 3  # responses + 3 GCG suffixes
     _run(args)
     assert store.read_text().count("\n") == before
+    # bench/table4.py gathers the cells into the paper's layout and pairs weights prompt by prompt
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("table4", Path(__file__).parents[1] / "bench" / "table4.py")
+    table4 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table4)
+    rows, _ = table4.load_cells([str(p) for p in (tmp_path / "safety").glob("attack-*.json")])
+    res = table4.build(rows, [("base", "base")])
+    assert res["attacks"] == ["none", "gcg", "gcg-transfer", "dra"] and [r["weights"] for r in res["rows"]] == ["base"]
+    assert len(res["pairs"]) == 4 and all(p["coherent_success"]["to_success"] == p["coherent_success"]["to_failure"] == 0
+                                          for p in res["pairs"])
+    assert res["rows"][0]["cells"]["dra"]["best_of_k_raw"] == cells["dra"]["best_of_k"]["raw_asr"]
 
 
 def test_attack_command_rows_per_weights_and_approximation(tiny_model_dir, harmful_file, tmp_path):
