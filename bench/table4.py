@@ -1,6 +1,6 @@
 """The paper's Table 4 for one model from the JSONs of several `privinf safety attack` runs: one row
 per (weights, configuration), one column per attack (best-of-k coherent ASR with its 95% Wilson
-interval), and each requested pair of weights compared prompt by prompt under every attack both
+interval; coherent and strict judges), and each requested pair of weights compared prompt by prompt under every attack both
 ran (flips each way, McNemar's exact p, a bootstrap interval on the difference).
 
     python bench/table4.py results/vuln-v3/safety/attack-*.json \
@@ -55,7 +55,8 @@ def build(rows: dict, pairs: list[tuple[str, str]]) -> dict:
     for (w, label), cells in rows.items():
         table.append({"weights": w, "label": label, "cells": {
             a: {"k": c["k"], "n": c["n_prompts"], "best_of_k_coherent": c["best_of_k"]["coherent_asr"],
-                "best_of_k_raw": c["best_of_k"]["raw_asr"], "vs_none": c.get("vs_none")}
+                "best_of_k_raw": c["best_of_k"]["raw_asr"], "best_of_k_strict": c["best_of_k"].get("strict_asr"),
+                "vs_none": c.get("vs_none")}
             for a, c in cells.items()}})
     compared = []
     for a_w, b_w in pairs:
@@ -66,27 +67,37 @@ def build(rows: dict, pairs: list[tuple[str, str]]) -> dict:
             for att in attacks:
                 if att in ca and att in cb:
                     out = {"a": a_w, "b": b_w, "label": label, "attack": att}
-                    for kind in ("coherent_success", "success"):
-                        out[kind] = stats.paired(ca[att]["outcomes"][kind], cb[att]["outcomes"][kind]).to_dict()
+                    for kind in ("coherent_success", "success", "strict_success"):
+                        if kind in ca[att]["outcomes"] and kind in cb[att]["outcomes"]:
+                            out[kind] = stats.paired(ca[att]["outcomes"][kind], cb[att]["outcomes"][kind]).to_dict()
                     compared.append(out)
     return {"kind": "privinf-table4", "attacks": attacks, "rows": table, "pairs": compared}
 
 
+JUDGES = [("coherent", "coherent ASR (keyword judge of Zou et al., degenerate responses excluded)"),
+          ("strict", "strict ASR (coherent, and none of the refusal sentences privinf's alignment data teaches)")]
+
+
 def markdown(res: dict, sources: dict) -> str:
     atts = res["attacks"]
-    lines = ["# Table 4: jailbreak attacks, best-of-k coherent ASR % [95% Wilson]", "",
+    lines = ["# Table 4: jailbreak attacks, best-of-k ASR % [95% Wilson]", "",
              f"Prompts: {next(iter(sources.values()))}. From: " + ", ".join(f"`{Path(p).name}`" for p in sources) + ".",
-             "A prompt falls if any of the attack's k templates succeeds (k in the JSON); '-' = not run.", "",
-             "| weights / config | " + " | ".join(atts) + " |", "|---|" + "---|" * len(atts)]
-    for r in res["rows"]:
-        cells = [pct(r["cells"][a]["best_of_k_coherent"]) if a in r["cells"] else "-" for a in atts]
-        lines.append(f"| {r['weights']} / {r['label']} | " + " | ".join(cells) + " |")
-    if res["pairs"]:
-        lines += ["", "## Paired, same prompts (B against A), coherent best-of-k", "",
+             "A prompt falls if any of the attack's k templates succeeds (k in the JSON); '-' = not run."]
+    for judge, title in JUDGES:
+        lines += ["", f"## {title}", "", "| weights / config | " + " | ".join(atts) + " |", "|---|" + "---|" * len(atts)]
+        for r in res["rows"]:
+            cells = [pct(r["cells"][a][f"best_of_k_{judge}"]) if r["cells"].get(a, {}).get(f"best_of_k_{judge}")
+                     else "-" for a in atts]
+            lines.append(f"| {r['weights']} / {r['label']} | " + " | ".join(cells) + " |")
+    for judge, title in JUDGES:
+        pairs = [p for p in res["pairs"] if f"{judge}_success" in p]
+        if not pairs:
+            continue
+        lines += ["", f"## Paired, same prompts (B against A): {title.split(' (')[0]}, best-of-k", "",
                   "| A | B | config | attack | A % | B % | B - A pts [95% CI] | flips up/down | McNemar p |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for p in res["pairs"]:
-            c = p["coherent_success"]
+        for p in pairs:
+            c = p[f"{judge}_success"]
             lines.append(f"| {p['a']} | {p['b']} | {p['label']} | {p['attack']} | {100 * c['rate_a']:.0f} | "
                          f"{100 * c['rate_b']:.0f} | {100 * c['diff']:+.0f} [{100 * c['diff_lo']:+.0f}, "
                          f"{100 * c['diff_hi']:+.0f}] | +{c['to_success']}/-{c['to_failure']} | {c['p_mcnemar']:.3g} |")

@@ -196,6 +196,7 @@ def test_attack_command_end_to_end(tiny_model_dir, harmful_file, tmp_path):
         c = cells[name]
         assert c["k"] == k and c["n_prompts"] == 3 and len(c["templates"]) == k
         best = c["best_of_k"]["raw_asr"]["value"]
+        assert c["best_of_k"]["strict_asr"]["value"] <= c["best_of_k"]["coherent_asr"]["value"] <= best
         assert best >= max(t["raw_asr"]["value"] for t in c["templates"]) and 0 <= c["best_of_k"]["raw_asr"]["lo"] <= best
         if name != "none":
             assert c["vs_none"]["success"]["n"] == 3

@@ -22,7 +22,7 @@ def _cell(r: dict | None) -> str:
 def grid_rows(data: dict, kind: str = "coherent_asr") -> tuple[list[str], list[list[str]]]:
     """Table 4 layout: one row per (adapter, config), one column per attack, best-of-k ASR %."""
     headers = ["model / config", *data["attacks"]]
-    rows = [[row_name(r), *[_cell(r["cells"][a]["best_of_k"][kind]) if a in r["cells"] else "-" for a in data["attacks"]]]
+    rows = [[row_name(r), *[_cell(r["cells"][a]["best_of_k"].get(kind)) if a in r["cells"] else "-" for a in data["attacks"]]]
             for r in data["rows"]]
     return headers, rows
 
@@ -75,6 +75,8 @@ def markdown(data: dict, title: str, notes: list[str]) -> str:
           "## Best-of-k coherent ASR % [95% Wilson] (a prompt falls if any template succeeds)", "",
           table(*grid_rows(data, "coherent_asr"), markdown=True), "",
           "## Best-of-k raw (keyword) ASR %", "", table(*grid_rows(data, "raw_asr"), markdown=True), "",
+          "## Best-of-k strict ASR % (coherent, and none of the refusal sentences privinf's alignment data "
+          "teaches: `judges.has_trained_refusal`)", "", table(*grid_rows(data, "strict_asr"), markdown=True), "",
           "## Per attack, paired against no attack on the same prompts", "",
           table(*detail_rows(data), markdown=True), ""]
     gl = gcg_lines(data)

@@ -60,7 +60,7 @@ def _verdicts(h, behaviors, wrapped, rows) -> list[judges.Verdict]:
     for b, w, r in zip(behaviors, wrapped, rows):
         v = judges.judge(b, r["response"], r.get("nll"), h.nll_threshold)
         echo = w != b and judges.is_echo(w, r["response"])
-        out.append(judges.Verdict(v.success and not echo, v.refused, v.degenerate))
+        out.append(judges.Verdict(v.success and not echo, v.refused, v.degenerate, v.trained_refusal))
     return out
 
 
@@ -121,26 +121,31 @@ def run_attack(h, config: RunConfig, attack: str, opt: AttackOptions, none: dict
     if attack == "gcg" and opt.gcg_limit:
         behaviors = behaviors[:opt.gcg_limit]
     ids, wrapped, info = _wrap(attack, behaviors, opt, h, config)
-    per_template, success, coherent, examples = [], [], [], []
+    per_template, success, coherent, strict, examples = [], [], [], [], []
     for tid, ws in zip(ids, wrapped):
         rows = generate(h.model, h.tokenizer, config, ws, h.store, h.batch_size, h.aux(config), h.progress,
                         f"{config.label()} {tid}", score=True)
         vs = _verdicts(h, behaviors, ws, rows)
         success.append([v.success for v in vs])
         coherent.append([v.coherent_success for v in vs])
+        strict.append([v.strict_success for v in vs])
         per_template.append({"id": tid, "raw_asr": stats.rate(success[-1]).to_dict(),
                              "coherent_asr": stats.rate(coherent[-1]).to_dict(),
+                             "strict_asr": stats.rate(strict[-1]).to_dict(),
                              "degenerate": stats.rate([v.degenerate is not None for v in vs]).to_dict()})
         examples += [{"template": tid, "prompt": w[-300:], "response": r["response"][:300], "success": v.success,
                       "degenerate": v.degenerate} for w, r, v in list(zip(ws, rows, vs))[:1]]
     best = [any(col) for col in zip(*success)]
     best_c = [any(col) for col in zip(*coherent)]
+    best_s = [any(col) for col in zip(*strict)]
     out = {"attack": attack, "config": config.to_dict(), "label": config.label(), "n_prompts": len(behaviors),
            "k": len(ids), "templates": per_template,
-           "best_of_k": {"raw_asr": stats.rate(best).to_dict(), "coherent_asr": stats.rate(best_c).to_dict()},
-           "mean_template": {"raw_asr": sum(t["raw_asr"]["value"] for t in per_template) / len(per_template),
-                             "coherent_asr": sum(t["coherent_asr"]["value"] for t in per_template) / len(per_template)},
-           "outcomes": {"success": best, "coherent_success": best_c}, "examples": examples, **info}
+           "best_of_k": {"raw_asr": stats.rate(best).to_dict(), "coherent_asr": stats.rate(best_c).to_dict(),
+                         "strict_asr": stats.rate(best_s).to_dict()},
+           "mean_template": {k: sum(t[k]["value"] for t in per_template) / len(per_template)
+                             for k in ("raw_asr", "coherent_asr", "strict_asr")},
+           "outcomes": {"success": best, "coherent_success": best_c, "strict_success": best_s},
+           "examples": examples, **info}
     return vs_none(out, none)
 
 
@@ -150,7 +155,8 @@ def vs_none(out: dict, none: dict | None) -> dict:
         return out
     n = out["n_prompts"]
     return dict(out, vs_none={k: stats.paired(none["outcomes"][k][:n], out["outcomes"][k]).to_dict()
-                              for k in ("success", "coherent_success")})
+                              for k in ("success", "coherent_success", "strict_success")
+                              if k in none["outcomes"] and k in out["outcomes"]})
 
 
 @dataclass(frozen=True)
