@@ -28,13 +28,20 @@ def main():
     ap.add_argument("--modes", default="", help="only these modes, comma-separated (clean, exact, gaussian, ...; default: all)")
     ap.add_argument("--gcg", action="store_true",
                     help="also the adaptive-GCG suffix rows (so `safety attack --attack gcg` resumes without optimising again)")
+    ap.add_argument("--exclude", action="append", default=[], metavar="JSONL_GZ",
+                    help="leave out rows whose key is in this earlier export (repeatable): commit only what is new")
     ap.add_argument("--out", required=True, help="output .jsonl.gz")
     args = ap.parse_args()
     wanted = {None if w.strip().lower() == "none" else w.strip() for w in args.weights.split(",") if w.strip()}
     modes = {m.strip() for m in args.modes.split(",") if m.strip()}
     store = ResultsStore(args.store)
     kinds = ("response", "gcg") if args.gcg else ("response",)  # not perplexity windows; suffixes on request
+    seen = set()
+    for path in args.exclude:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            seen.update(json.loads(line)["key"] for line in f if line.strip())
     rows = [r for r in store.rows() if any(k in r for k in kinds) and r["config"].get("weights") in wanted
+            and r["key"] not in seen
             and r["config"].get("max_new_tokens") == args.max_new_tokens
             and (not modes or r["config"].get("mode") in modes)]
     if not rows:
