@@ -98,7 +98,8 @@ def token_budget_batches(tokenizer, texts: list[str], batch_size: int,
     """Consecutive batches of at most ``batch_size`` texts, cut shorter where prompts are long:
     a batch holds n texts only while n x (its longest prompt in tokens)^2 <= ``max_attention``
     (the attention scores of one layer's prefill), so a batch of 4k-token jailbreak prompts is
-    cut to one at a time instead of needing ~10 GB. Prompts up to 1024 tokens batch as before."""
+    cut to one at a time instead of needing ~10 GB. At batch size 16, prompts up to 1024 tokens
+    batch as before (the stored results of the short prompt sets are unaffected)."""
     batches, i = [], 0
     while i < len(texts):
         longest, n = 0, 0
