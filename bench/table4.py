@@ -18,6 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
+from privinf.report import table
 from privinf.safety import stats
 
 ORDER = ["none", "gcg", "gcg-transfer", "autodan", "dra", "tap", "inthewild"]
@@ -84,23 +85,22 @@ def markdown(res: dict, sources: dict) -> str:
              f"Prompts: {next(iter(sources.values()))}. From: " + ", ".join(f"`{Path(p).name}`" for p in sources) + ".",
              "A prompt falls if any of the attack's k templates succeeds (k in the JSON); '-' = not run."]
     for judge, title in JUDGES:
-        lines += ["", f"## {title}", "", "| weights / config | " + " | ".join(atts) + " |", "|---|" + "---|" * len(atts)]
-        for r in res["rows"]:
-            cells = [pct(r["cells"][a][f"best_of_k_{judge}"]) if r["cells"].get(a, {}).get(f"best_of_k_{judge}")
-                     else "-" for a in atts]
-            lines.append(f"| {r['weights']} / {r['label']} | " + " | ".join(cells) + " |")
+        rows = [[f"{r['weights']} / {r['label']}",
+                 *[pct(r["cells"][a][f"best_of_k_{judge}"]) if r["cells"].get(a, {}).get(f"best_of_k_{judge}") else "-"
+                   for a in atts]] for r in res["rows"]]
+        lines += ["", f"## {title}", "", table(["weights / config", *atts], rows, markdown=True)]
     for judge, title in JUDGES:
-        pairs = [p for p in res["pairs"] if f"{judge}_success" in p]
-        if not pairs:
-            continue
-        lines += ["", f"## Paired, same prompts (B against A): {title.split(' (')[0]}, best-of-k", "",
-                  "| A | B | config | attack | A % | B % | B - A pts [95% CI] | flips up/down | McNemar p |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for p in pairs:
-            c = p[f"{judge}_success"]
-            lines.append(f"| {p['a']} | {p['b']} | {p['label']} | {p['attack']} | {100 * c['rate_a']:.0f} | "
-                         f"{100 * c['rate_b']:.0f} | {100 * c['diff']:+.0f} [{100 * c['diff_lo']:+.0f}, "
-                         f"{100 * c['diff_hi']:+.0f}] | +{c['to_success']}/-{c['to_failure']} | {c['p_mcnemar']:.3g} |")
+        rows = []
+        for p in res["pairs"]:
+            c = p.get(f"{judge}_success")
+            if c:
+                rows.append([p["a"], p["b"], p["label"], p["attack"], f"{100 * c['rate_a']:.0f}", f"{100 * c['rate_b']:.0f}",
+                             f"{100 * c['diff']:+.0f} [{100 * c['diff_lo']:+.0f}, {100 * c['diff_hi']:+.0f}]",
+                             f"+{c['to_success']}/-{c['to_failure']}", f"{c['p_mcnemar']:.3g}"])
+        if rows:
+            lines += ["", f"## Paired, same prompts (B against A): {title.split(' (')[0]}, best-of-k", "",
+                      table(["A", "B", "config", "attack", "A %", "B %", "B - A pts [95% CI]", "flips up/down",
+                             "McNemar p"], rows, markdown=True)]
     return "\n".join(lines) + "\n"
 
 
