@@ -29,8 +29,11 @@ def load_cells(paths: list[str]) -> tuple[dict, dict]:
     rows: dict[tuple[str, str], dict] = {}
     sets = {}
     for p in paths:
-        d = json.loads(Path(p).read_text())
-        if d.get("kind") != "attack":
+        try:
+            d = json.loads(Path(p).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"{p}: cannot read it as a JSON of `privinf safety attack` ({e})")
+        if not isinstance(d, dict) or d.get("kind") != "attack":
             raise SystemExit(f"{p} is not the JSON of `privinf safety attack`")
         sets[p] = d.get("prompt_set")
         for r in d["rows"]:
