@@ -259,9 +259,12 @@ def test_align_quada_then_safety_compare_cli(tiny_model_dir, init_adapter, tmp_p
     assert cells[("base", mva)]["seeds"] == [0, 1] and cells[("base", "bolt")]["seeds"] == [0]
     assert cells[("base", mva)]["vs_clean"]["coherent_success"]["n"] == 4  # 2 prompts x 2 seeds, pooled
     assert cells[("base", mva)]["vs_baseline"]["ppl_ratio"] > 0
+    assert cells[("base", mva)]["vs_baseline"]["strict_success"]["n"] == 4
+    assert all(c["strict_asr"]["mean"] <= c["coherent_asr"]["mean"] for c in cells.values())
     assert cells[("quada", "clean")]["vs_baseline"]["ppl_ratio"] == pytest.approx(1.0)
     assert (out / "compare-tiny-llama-base-quada.png").stat().st_size > 0
-    assert "McNemar" in (out / "compare-tiny-llama-base-quada.md").read_text()
+    md = (out / "compare-tiny-llama-base-quada.md").read_text()
+    assert all(w in md for w in ("McNemar", "strict ASR %", "strict vs quada clean"))
     # no perplexity measured (--ppl-tokens 0, e.g. a prompt set of its own): the plot has no PPL panel
     res = CliRunner().invoke(main, ["safety", "compare", "--weights", "base=none", "--weights", f"nop={adapter}",
                                     "--cards", "none", "--seeds", "0", *common, "--ppl-tokens", "0"])
