@@ -222,6 +222,11 @@ def test_attack_command_end_to_end(tiny_model_dir, harmful_file, tmp_path):
     assert len(res["pairs"]) == 4 and all(p["coherent_success"]["to_success"] == p["coherent_success"]["to_failure"] == 0
                                           for p in res["pairs"])
     assert res["rows"][0]["cells"]["dra"]["best_of_k_raw"] == cells["dra"]["best_of_k"]["raw_asr"]
+    (md,) = (tmp_path / "safety").glob("attack-*.md")
+    assert "templates per transfer attack: 2 (seed 0)" in md.read_text()
+    # adaptive GCG alone (from the store): its report names no template draw
+    _run([*_args(tiny_model_dir, harmful_file, tmp_path), "--attack", "gcg", *gcg])
+    assert store.read_text().count("\n") == before and "templates per transfer" not in md.read_text()
 
 
 def test_attack_command_rows_per_weights_and_approximation(tiny_model_dir, harmful_file, tmp_path):

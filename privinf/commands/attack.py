@@ -152,9 +152,12 @@ def _report(data: dict, o: dict, weights, cfg, h):
     data["model"], data["prompt_set"], data["max_new_tokens"] = o["model_name"], h.harmful.source, o["max_new_tokens"]
     data["meta"] = _meta(o | {"weights": weights}, h)
     title = f"{o['model_name']}: jailbreak attacks, best-of-k coherent ASR %"
-    notes = [f"Prompts: {h.harmful.source}, n={len(h.harmful)}; max_new_tokens={o['max_new_tokens']}; "
-             f"templates per transfer attack: {data['options']['templates_per_attack'] or 'all'} "
-             f"(seed {data['options']['seed']}); keyword judge on the original prompt, coherent = not degenerate."]
+    from privinf.attacks import TRANSFER
+
+    drawn = (f"templates per transfer attack: {data['options']['templates_per_attack'] or 'all'} "
+             f"(seed {data['options']['seed']}); " if set(data["attacks"]) & set(TRANSFER) else "")
+    notes = [f"Prompts: {h.harmful.source}, n={len(h.harmful)}; max_new_tokens={o['max_new_tokens']}; {drawn}"
+             "keyword judge on the original prompt, coherent = not degenerate."]
     click.echo(title)
     click.echo(table(*report.grid_rows(data, "coherent_asr")))
     click.echo("\nper attack (best-of-k over its templates; paired against no attack on the same prompts):")
