@@ -51,8 +51,9 @@ def compare(weight_specs, baseline, cards, mva, relative, mva_layers, profiles, 
     Rows: each --weights under clean, the MVA (one row per site), each card in exact mode and each
     profile in noise mode. Columns: raw, coherent and strict ASR, PPL, over-refusal; paired against
     the same weights' clean run (difference with a bootstrap interval, flips each way, McNemar p,
-    pooled over seeds) and against the --baseline weights' clean run. --ablations gives Table 5's rows (label
-    the weights NA, LA, MVA, ... to see the paper's figures beside them); --curves Figures 7/8.
+    pooled over seeds) and against the --baseline weights' clean run. --ablations gives Table 5's
+    rows (label the weights NA, LA, MVA, ... to see the paper's figures beside them); --curves
+    Figures 7/8.
 
     \b
     Examples:

@@ -7,9 +7,9 @@ same weights' clean run, plus Table 5's ablation rows and Figures 7/8's curves.
   protocol cards in exact mode (every layer, both sites); measured profiles in noise mode;
 - per cell: raw, coherent and strict ASR (strict: coherent, and holding no refusal sentence of
   privinf's alignment data, ``judges.has_trained_refusal``), PPL, over-refusal (mean ± sd over
-  seeds where the noise is random, one run where it is not), and paired against the same weights' clean run: flips each
-  way, McNemar's exact p and a bootstrap 95% interval, pooled over seeds (every prompt x seed is a
-  pair; per-seed p-values are kept too); and against the baseline weights' clean run (coherent and
+  seeds where the noise is random, one run where it is not), and paired against the same
+  weights' clean run: flips each way, McNemar's exact p and a bootstrap 95% interval, pooled over
+  seeds (every prompt x seed is a pair; per-seed p-values are kept too); and against the baseline weights' clean run (coherent and
   strict ASR, PPL ratio, over-refusal difference), the numbers the QuadA targets are stated in.
 
 Every generation goes through the harness's results store, so an interrupted grid resumes and a
