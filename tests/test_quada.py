@@ -280,6 +280,23 @@ def test_align_quada_then_safety_compare_cli(tiny_model_dir, init_adapter, tmp_p
     assert len(store.read_text().splitlines()) == n_rows  # resumed from the store, nothing regenerated
     md = (out / "ablations-tiny-llama-na-mva.md").read_text()
     assert "61.84" in md and "0.19" in md
+    # bench/record_evaluation.py writes those cells, with their command, into the adapter's provenance
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("rec", Path(__file__).parents[1] / "bench" / "record_evaluation.py")
+    rec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rec)
+    table5 = str(out / "ablations-tiny-llama-na-mva.json")
+    with pytest.raises(SystemExit):  # a number without the command that measured it is refused
+        rec.main([adapter, "--label", "MVA", "--compare", f"ablations={table5}"])
+    with pytest.raises(SystemExit, match="has MVA, NA"):
+        rec.main([adapter, "--label", "LA", "--compare", f"ablations={table5}", "--command", "ablations=x"])
+    rec.main([adapter, "--label", "MVA", "--compare", f"ablations={table5}", "--command", "ablations=privinf safety compare"])
+    ev = json.loads((tmp_path / "q" / "adapter" / "provenance.json").read_text())["evaluation"]
+    assert ev["command"] == {"ablations": "privinf safety compare"} and ev["references"] == {"ablations": table5}
+    assert set(ev["ablations"]) == {"clean", mva} and "runs" not in ev["ablations"][mva]
+    assert ev["ablations"][mva]["seeds"] == [0, 1] and ev["ablations"][mva]["vs_clean"]["coherent_success"]["n"] == 4
 
     res = CliRunner().invoke(main, ["safety", "compare", "--curves", "--curve-factors", "0.5,1", "--weights", "base=none",
                                     "--weights", f"quada={adapter}", "--seeds", "0", *common])
