@@ -240,7 +240,9 @@ def test_attack_command_rows_per_weights_and_approximation(tiny_model_dir, harmf
     out = _run([*_args(tiny_model_dir, harmful_file, tmp_path / "res"), "--attack", "gcg-transfer",
                 "--templates-per-attack", "1", "--weights", "base", "--weights", str(tmp_path / "adapter"),
                 "--mode", "gaussian", "--scale", "0.5", "--layers", "0", "--site", "up"])
-    data = json.loads(next((tmp_path / "res" / "safety").glob("attack-*.json")).read_text())
+    (path,) = (tmp_path / "res" / "safety").glob("attack-*.json")
+    assert "-base-adapter-" in path.name  # the stem names every weights, the base model too
+    data = json.loads(path.read_text())
     labels = [(r["weights"], r["label"]) for r in data["rows"]]
     assert len(labels) == 4 and labels[0] == (None, "clean") and labels[1][1].startswith("gaussian 0.5")
     assert labels[2][0].endswith("adapter") and "adapter / clean" in out and "base / gaussian" in out

@@ -165,7 +165,7 @@ def _report(data: dict, o: dict, weights, cfg, h):
     for line in report.gcg_lines(data):
         click.echo(line)
     out = Path(o["results_dir"]) / "safety"
-    tag = "-".join(_slug(Path(w).name) for w in weights if w) or "base"
+    tag = "-".join(_slug(Path(w).name) if w else "base" for w in weights)  # every weights, the base model too
     stem = f"attack-{_slug(Path(o['model_name']).name)}-{tag}-{_slug(cfg.label())}"
     from privinf.safety import reports
 
