@@ -50,6 +50,10 @@ def main(argv=None):
     if missing:
         ap.error(f"no --command for {', '.join(missing)}: every recorded number names the command that measured it")
     path = args.adapter / "provenance.json"
+    for f in [path, *map(Path, compares.values())]:
+        if not f.is_file():
+            ap.error(f"{f} does not exist: give an adapter folder with a provenance.json and compare JSONs "
+                     "written by `privinf safety compare`")
     prov = json.loads(path.read_text())
     ev = prov.setdefault("evaluation", {})
     ev.setdefault("command", {}).update(commands)
