@@ -10,7 +10,7 @@ Measuring a profile (running a backend and the emulator on real hidden states) i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -46,9 +46,25 @@ class Profile:
     versions: dict = field(default_factory=dict)
     created: str = ""
     format: str = FORMAT
+    scope: str = "block"  # "block": one block at a time, clean inputs; "propagated": the card on every layer
 
     def fit(self, site: str, family: str | None = None) -> dict:
         return self.sites[site]["fits"][family or HEADLINE[site]]
+
+    def propagated_profile(self) -> "Profile":
+        """This card's error with the card on every layer at once (``privinf profile --propagated``)
+        as a profile of its own: noise mode then samples what a whole model under the card carries
+        at each site (the magnitudes the paper's Table 2 reports), rather than one block's error."""
+        if self.scope == "propagated":
+            return self
+        if not self.propagated or "quantiles" not in self.propagated.get("up", {}):
+            raise UsageError(f"profile of card {self.card!r} has no all-layer fit with quantiles: "
+                             "measure it again with `privinf profile --card "
+                             f"{self.card} --propagated`")
+        act_only = {layer: {s: {"act_std": v["act_std"]} for s, v in sites.items()}
+                    for layer, sites in self.per_layer.items()}  # the per-block error stats do not apply
+        return replace(self, sites=self.propagated, per_layer=act_only, propagated={}, check={},
+                       scope="propagated")
 
     def noise(self, site: str) -> tuple[str, float]:
         """(family, scale) the emulator's ``noise`` mode samples at ``site``."""
@@ -144,7 +160,9 @@ def versions(*extra: str) -> dict:
 
 
 def default_path(prof: Profile, root="results/profiles") -> Path:
-    return Path(root) / f"{prof.card}-{prof.backend}-{prof.model.replace('/', '_')}.json"
+    """``<card>-<backend>-<model>.json``; an all-layer profile ends in ``-propagated.json``."""
+    tail = "-propagated" if prof.scope == "propagated" else ""
+    return Path(root) / f"{prof.card}-{prof.backend}-{prof.model.replace('/', '_')}{tail}.json"
 
 
 def format_profile(prof: Profile) -> str:
@@ -169,7 +187,8 @@ def format_profile(prof: Profile) -> str:
             prof.check.get(s, {}).get("ks"),
             prof.propagated[s]["fits"][fam]["scale"] if prof.propagated else None,
         ])
-    head = (f"card {prof.card} on backend {prof.backend}, model {prof.model}, layers {prof.layers}, "
+    scope = ", error with the card on every layer" if prof.scope == "propagated" else ""
+    head = (f"card {prof.card} on backend {prof.backend}{scope}, model {prof.model}, layers {prof.layers}, "
             f"{prof.tokens} tokens, seed {prof.seed}\n")
     return head + table(["site", "fit", "ours", "KS fit", "KS other family", "zero frac", "ours/act std",
                          "paper", "TEAL t ours", "TEAL t paper", "KS vs emulator",

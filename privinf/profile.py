@@ -136,8 +136,7 @@ def measure_profile(card, *, backend: str = "plaintext", model=None, tok=None,
     if propagated:
         emul = emulator_errors(model, batches, card, layers, calibration, every_layer=True)
         for s in SITES:
-            fit = fit_site(torch.cat([emul[(l, s)].flatten() for l in layers]).numpy(), seed)
-            prof.propagated[s] = {k: fit[k] for k in ("n", "mean", "std", "mean_abs", "fits")}
+            prof.propagated[s] = fit_site(torch.cat([emul[(l, s)].flatten() for l in layers]).numpy(), seed)
     prof.calibration = {k: t for k, t in prof.calibration.items() if int(k.split("/")[0]) in layers}
     return prof
 

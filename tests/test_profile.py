@@ -100,17 +100,55 @@ def test_profile_on_the_default_model(tmp_path):
     from privinf.errormodel import default_path, format_profile
     from privinf.profile import measure_profile
 
-    prof = measure_profile("bolt", layers=[0, 2], tokens=128, check=True)
+    prof = measure_profile("bolt", layers=[0, 2], tokens=128, check=True, propagated=True)
     assert prof.tokens == 128 and prof.versions["torch"]
+    whole = prof.propagated_profile()
     for site in ("up", "down"):
         assert prof.check[site]["ks"] <= 0.05
         assert 0 < prof.fit(site)["scale"] < 0.01
+        # layer 2 carries layers 0-1's error too, so the all-layer error is the larger one
+        assert whole.fit(site)["scale"] > prof.fit(site)["scale"]
     path = prof.save(default_path(prof, tmp_path))
     assert Profile.load(path) == prof
     assert "before W_up" in format_profile(prof)
+    assert Profile.load(whole.save(default_path(whole, tmp_path))) == whole
 
 
 def test_zero_error_site_fits_to_zero_scale():
     fit = fit_site(np.zeros(1000))
     assert fit["fits"]["gaussian"] == {"loc": 0.0, "scale": 0.0, "ks": None, "p": None}
     assert fit["zero_fraction"] == 1.0
+
+
+def test_propagated_profile_is_its_own_noise_profile(tmp_path, tiny_llama):
+    """`privinf profile --propagated` saves the all-layer error as a second profile: noise mode
+    then samples that error's scale, and the file name says which one it is."""
+    from privinf.emulator import capture_sites, emulate
+    from privinf.errormodel import default_path
+    from privinf.errors import UsageError
+
+    block = _profile(up_std=0.01, down_b=0.005)
+    rng = np.random.default_rng(1)
+    block.per_layer = {"0": {s: {"std": 0.01, "mean_abs": 0.008, "act_std": 1.0} for s in ("up", "down")}}
+    block.propagated = {"up": fit_site(rng.normal(0, 0.08, 50_000)), "down": fit_site(rng.laplace(0, 0.04, 50_000))}
+    whole = block.propagated_profile()
+    assert whole.scope == "propagated" and whole.propagated_profile() is whole
+    assert whole.noise("up") == ("gaussian", pytest.approx(0.08, rel=0.03))
+    assert whole.noise("down") == ("laplace", pytest.approx(0.04, rel=0.03))
+    assert whole.per_layer == {"0": {"up": {"act_std": 1.0}, "down": {"act_std": 1.0}}}
+    assert default_path(block, tmp_path).name == "bolt-plaintext-synthetic.json"
+    path = whole.save(default_path(whole, tmp_path))
+    assert path.name == "bolt-plaintext-synthetic-propagated.json" and Profile.load(path) == whole
+
+    ids = torch.randint(3, 99, (4, 64), generator=torch.Generator().manual_seed(0))
+    clean = capture_sites(tiny_llama, ids, layers=[1])
+    with emulate(tiny_llama, "noise", profile=path, layers=[1]):
+        noisy = capture_sites(tiny_llama, ids, layers=[1])
+    assert (noisy[(1, "up")] - clean[(1, "up")]).std().item() == pytest.approx(0.08, rel=0.08)
+
+    old = _profile()
+    old.propagated = {s: {k: v for k, v in fit_site(rng.normal(0, 0.1, 1000)).items() if k != "quantiles"}
+                      for s in ("up", "down")}  # written before the all-layer fit kept its quantiles
+    for prof in (old, _profile()):
+        with pytest.raises(UsageError, match="--propagated"):
+            prof.propagated_profile()

@@ -20,7 +20,8 @@ import click
 @click.option("--check", is_flag=True,
               help="also run the emulator's exact mode on the same inputs; print the two-sample KS")
 @click.option("--propagated", is_flag=True,
-              help="also fit the error with the card on every layer at once (emulator), as a whole model sees it")
+              help="also fit the error with the card on every layer at once (emulator), as a whole model sees "
+                   "it, and save it as <card>-<backend>-<model>-propagated.json for noise mode")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/profiles"),
               show_default=True, help="folder for <card>-<backend>-<model>.json")
 @click.option("--markdown", is_flag=True, help="print the summary table (one row per card) as Markdown")
@@ -32,7 +33,8 @@ def profile(card_names, backend, model_name, layers, tokens, chunk, seed, check,
     Every chosen layer's MLP block of the model runs on Wikipedia text under the card on BACKEND
     and exactly (so each block sees clean inputs); the errors are pooled, fitted with a zero-mean
     Gaussian (before W_up) and a Laplace (before W_down), and printed beside the paper's Table 2.
-    The profile JSON feeds `emulate(model, "noise", profile=PATH)`.
+    The profile JSON feeds `emulate(model, "noise", profile=PATH)` and `privinf safety compare
+    --profiles`; with --propagated a second JSON holds the error of the card on every layer at once.
 
     \b
     Examples:
@@ -61,6 +63,10 @@ def profile(card_names, backend, model_name, layers, tokens, chunk, seed, check,
                                propagated=propagated)
         path = prof.save(default_path(prof, out_dir))
         click.echo(format_profile(prof))
-        click.echo(f"saved {path}\n")
+        click.echo(f"saved {path}")
+        if propagated:
+            whole = prof.propagated_profile()
+            click.echo(f"saved {whole.save(default_path(whole, out_dir))} (the all-layer error, for noise mode)")
+        click.echo("")
         done.append(prof)
     click.echo(profiles_table(done, markdown))
