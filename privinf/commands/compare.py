@@ -38,7 +38,7 @@ def _drop(name: str):
 @click.option("--relative", is_flag=True, help="--mva scales multiply each (layer, site)'s clean std")
 @click.option("--mva-layers", default=None,
               help="layers the MVA perturbs [default: the MVA JSON's sensitive layers, else the model card's, else 0-3]")
-@click.option("--profiles", default="", help="measured error profiles (comma-separated JSON files), noise mode")
+@click.option("--profiles", default="", help="measured error profiles (comma-separated JSON files of `privinf profile`; its -propagated.json is the card's all-layer error), noise mode on every layer")
 @click.option("--seeds", default="0,1,2", show_default=True, help="noise seeds wherever the noise is random")
 @click.option("--ablations", is_flag=True, help="Table 5 instead of the grid: each --weights under the MVA only")
 @click.option("--curves", is_flag=True, help="Figures 7/8 instead of the grid: ASR and PPL against noise scale")
