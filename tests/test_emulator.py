@@ -340,3 +340,29 @@ def test_fast_norm_equals_block_norm(card, kind, bias):
         x = torch.randn(shape, generator=g) * scale
         want = ops.fp(view.norm(ops.fp(x), ops))
         assert _same_bits(FastOps(ops).norm(view, x), want), (shape, scale)
+
+
+@pytest.mark.parametrize("card", ["nexus", "bolt", "smoothquant-a8"])
+def test_straight_through_exact_mode_has_the_cards_values_and_the_clean_gradient(tiny_llama, card):
+    """For training under a card: forward values are exact mode's; backward treats the card's error
+    as a constant, so the gradient is the clean model's evaluated at the card's activations."""
+    ids = _ids(shape=(2, 16))
+    with torch.no_grad():
+        clean = tiny_llama(ids).logits
+        with emulate(tiny_llama, "exact", card=card, layers=[0, 1]):
+            want = tiny_llama(ids).logits
+    tiny_llama.zero_grad()
+    with emulate(tiny_llama, "exact", card=card, layers=[0, 1], straight_through=True) as h:
+        got = tiny_llama(ids).logits
+        got.float().pow(2).mean().backward()
+    assert set(h.calls_by_site) == {(l, s) for l in (0, 1) for s in ("up", "down")}
+    assert (want - clean).abs().max() > 1e-4  # the card changes the model
+    torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-5)  # old + (new - old) rounds once
+    grads = [p.grad for p in tiny_llama.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # the first layer's W_up sees gradient through the card's hooks (they do not cut the graph)
+    assert tiny_llama.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+    tiny_llama.zero_grad()
+    with pytest.raises(ValueError, match="straight_through"):
+        with emulate(tiny_llama, "gaussian", scale=0.1, straight_through=True):
+            pass

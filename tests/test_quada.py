@@ -136,6 +136,39 @@ def test_content_mask_drops_the_template_every_prompt_shares():
 # ------------------------------------------------------------------------------------------ ablation flags
 
 
+def test_perturb_card_runs_the_policy_under_the_cards_arithmetic_only(tiny_model_dir, init_adapter, tmp_path):
+    """--perturb card: the chosen layers compute the card's arithmetic (both sites) in the policy
+    forward, never in the reference; no randomness, so repeated forwards agree; the LoRA gets a gradient."""
+    from privinf.emulator.hookpoints import decoder_layers
+
+    cfg = _cfg(tiny_model_dir, init_adapter, tmp_path, perturb="card", card="nexus", mva=None, perturb_layers=(1,))
+    tr, batch = _trainer(cfg, tmp_path)
+    base = tr.model.get_base_model()
+    watched = [m for layer in decoder_layers(base) for m in layer.modules()]
+    seen_in_ref, real = [], tr.compute_ref_log_probs
+
+    def spy(model, inputs):
+        seen_in_ref.append(sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in watched))
+        return real(model, inputs)
+
+    tr.compute_ref_log_probs = spy
+    losses = [_loss(tr, batch) for _ in range(2)]
+    assert seen_in_ref == [0, 0]
+    assert set(tr.noise_calls) == {(1, "up"), (1, "down")} and tr.noise_calls[(1, "down")] == 2
+    assert float(losses[0].detach()) == pytest.approx(float(losses[1].detach()), rel=1e-6)  # deterministic
+    clean, cbatch = _trainer(replace(cfg, perturb="none", card=None), tmp_path)
+    assert abs(float(_loss(clean, cbatch)) - float(losses[0].detach())) > 1e-5  # the card changed the policy's loss
+    losses[0].backward()
+    lora = [p.grad for n, p in tr.model.named_parameters() if "lora_" in n and p.requires_grad]
+    assert lora and all(g is not None and torch.isfinite(g).all() for g in lora)
+    assert sum(float(g.abs().sum()) for g in lora) > 0
+    prov = tr.provenance()
+    assert prov["perturb"] == "card" and prov["card"] == "nexus" and prov["layers"] == [1]
+    assert prov["sites"] == ["up", "down"] and prov["mva"] is None and "straight-through" in prov["noise"]
+    with pytest.raises(ValueError, match="sparsif"):
+        _trainer(replace(cfg, card="teal-50"), tmp_path)
+
+
 def test_perturb_none_without_cluster_is_plain_dpo(tiny_model_dir, init_adapter, tmp_path):
     cfg = _cfg(tiny_model_dir, init_adapter, tmp_path, perturb="none", mva=None, cluster_weight=0.0)
     tr, batch = _trainer(cfg, tmp_path)
@@ -322,6 +355,17 @@ def test_quada_and_compare_reject_bad_input_before_loading(init_adapter):
     assert r.exit_code == 2 and "--init" in r.output
     r = run("align", "--method", "dpo", "--mva", "up:0.1")
     assert r.exit_code == 2 and "--method quada" in r.output
+    quada = ("align", "--method", "quada", "--init", str(init_adapter))
+    r = run(*quada, "--perturb", "card")
+    assert r.exit_code == 2 and "--card" in r.output
+    r = run(*quada, "--perturb", "card", "--card", "teal-25")
+    assert r.exit_code == 2 and "sparsifying" in r.output
+    r = run(*quada, "--perturb", "card", "--card", "nope")
+    assert r.exit_code == 2 and "no protocol card" in r.output
+    r = run(*quada, "--perturb", "card", "--card", "nexus", "--mva", "up:0.1")
+    assert r.exit_code == 2 and "drop --mva" in r.output
+    r = run(*quada, "--mva", "up:0.1", "--card", "nexus")
+    assert r.exit_code == 2 and "--perturb card" in r.output
     r = run("safety", "compare", "--ablations")
     assert r.exit_code == 2 and "--mva" in r.output
     r = run("safety", "compare", "--weights", "a=none", "--weights", "a=none")

@@ -29,6 +29,12 @@ The loss (the paper's, from the authors' project page; privinf's choices marked 
   without the term: with lambda 0.1 it barely pulled.
 - The NLL term is the lead's RPO-style ``sft_weight`` of ``--method dpo``, under the same noise.
 
+``--perturb card --card NAME`` (privinf's, beyond the paper) replaces the noise with a protocol
+card's exact arithmetic (``emulate(..., "exact", straight_through=True)``) in the chosen layers at
+both sites: the forward computes what private inference under the card computes, and the card's
+error reaches autograd as a constant, as the noise does. Sparsifying cards (TEAL) are refused
+(their thresholds are calibrated on the model being trained).
+
 ``--perturb none`` removes the noise (with ``--cluster-weight 0`` the loss is plain DPO, the
 "+DPO" row and Table 5's NA); ``--mva-scale 1.1`` scales every MVA scale (Table 5's LA);
 ``--layers all`` perturbs every layer; ``--cluster-weight 0`` drops the clustering term. Each
@@ -62,22 +68,33 @@ class QuadASetup:
     seed: int = 0
     mva_scale: float = 1.0
     cluster_tokens: str = "prompt"  # or "content": the prompt minus what every prompt of the batch shares
+    card: str | None = None  # perturb "card": this card's exact arithmetic instead of noise
 
     @classmethod
     def from_config(cls, cfg) -> "QuadASetup":
         from privinf.safety import mvaspec
 
-        mva = None
-        if cfg.perturb == "mva":
+        mva, card = None, None
+        if cfg.perturb == "card":
+            from privinf.cards import protocol_card
+
+            if not cfg.card:
+                raise ValueError("QuadA with perturb='card' needs card= (a protocol card, e.g. 'nexus')")
+            c = protocol_card(cfg.card)
+            if any(c.sites[s].method == "sparsify" for s in c.sites):
+                raise ValueError(f"card {cfg.card!r} sparsifies: its thresholds are calibrated on the model, "
+                                 "which training changes; train under an MPC/FHE or quantization card")
+            card = cfg.card
+        elif cfg.perturb == "mva":
             if not cfg.mva:
                 raise ValueError("QuadA with perturb='mva' needs mva= (e.g. 'up:gaussian:0.05,down:laplace:0.03')")
             mva = mvaspec.parse(cfg.mva, relative=cfg.relative).scaled(cfg.mva_scale)
         elif cfg.perturb != "none":
-            raise ValueError(f"perturb must be 'mva' or 'none', got {cfg.perturb!r}")
+            raise ValueError(f"perturb must be 'mva', 'card' or 'none', got {cfg.perturb!r}")
         if cfg.cluster_tokens not in ("prompt", "content"):
             raise ValueError(f"cluster_tokens must be 'prompt' or 'content', got {cfg.cluster_tokens!r}")
         return cls(mva, cfg.perturb_layers, float(cfg.cluster_weight), cfg.seed, float(cfg.mva_scale),
-                   cfg.cluster_tokens)
+                   cfg.cluster_tokens, card)
 
 
 def cluster_loss(acts: torch.Tensor) -> torch.Tensor:
@@ -177,8 +194,9 @@ class QuadATrainer(DPOTrainer):
 
     @contextmanager
     def perturbed(self, model, seed: int):
-        """The policy's forward context: MVA noise hooks (one ``emulate`` per noise family) and a
-        hook keeping decoder layer 0's output; yields ``{"f1": output, "handles": [...]}``."""
+        """The policy's forward context: MVA noise hooks (one ``emulate`` per noise family) or the
+        card's exact-mode hooks, and a hook keeping decoder layer 0's output; yields ``{"f1":
+        output, "handles": [...]}``."""
         from privinf.emulator import emulate
         from privinf.emulator.hookpoints import decoder_layers
 
@@ -186,6 +204,10 @@ class QuadATrainer(DPOTrainer):
         seen: dict = {"handles": []}
         with ExitStack() as stack:
             mva = self.quada.mva
+            if self.quada.card is not None:
+                layers = None if self.quada.layers is None else list(self.quada.layers)
+                seen["handles"].append(stack.enter_context(emulate(
+                    base, "exact", card=self.quada.card, layers=layers, straight_through=True)))
             for k, family in enumerate(sorted({f for _, f, _ in mva.noise}) if mva else []):
                 scale = {s: v for s, f, v in mva.noise if f == family}
                 layers = None if self.quada.layers is None else list(self.quada.layers)
@@ -237,15 +259,20 @@ class QuadATrainer(DPOTrainer):
         """The perturbation as trained (recorded in the adapter's provenance.json)."""
         q, n_layers = self.quada, _hf_model(self.accelerator.unwrap_model(self.model)).config.num_hidden_layers
         # the layers the noise reaches: none when nothing is perturbed (--perturb none)
-        layers = [] if q.mva is None else list(range(n_layers)) if q.layers is None else list(q.layers)
+        touched = q.mva is not None or q.card is not None
+        layers = [] if not touched else list(range(n_layers)) if q.layers is None else list(q.layers)
         table = {}
         for s, f, v in (q.mva.noise if q.mva else ()):
             for l in layers:
                 table[f"{l}:{s}"] = [f, v * (self.site_std[(l, s)] if q.mva.relative else 1.0)]
-        return {"perturb": "mva" if q.mva else "none", "mva": None if q.mva is None else q.mva.to_dict(),
+        if q.card is not None:
+            kind, sites = "card", ["up", "down"]
+        else:
+            kind, sites = ("mva", list(q.mva.sites)) if q.mva else ("none", [])
+        return {"perturb": kind, "mva": None if q.mva is None else q.mva.to_dict(), "card": q.card,
                 "mva_scale": q.mva_scale, "scale": "relative" if q.mva and q.mva.relative else "absolute",
-                "sites": [] if q.mva is None else list(q.mva.sites), "layers": layers,
-                "tau": None if q.mva is None else len(layers) if q.layers is not None else "all", "cluster_weight": q.cluster_weight,
+                "sites": sites, "layers": layers,
+                "tau": None if not touched else len(layers) if q.layers is not None else "all", "cluster_weight": q.cluster_weight,
                 "cluster_tokens": q.cluster_tokens,
                 "cluster_activation": f"output of decoder layer {CLUSTER_LAYER} averaged over the "
                                       + ("prompt tokens" if q.cluster_tokens == "prompt" else
@@ -254,7 +281,9 @@ class QuadATrainer(DPOTrainer):
                                       "harmful prompts of each batch, all pairs",
                 "noise_per_layer_site": table,
                 "site_std": None if self.site_std is None else {f"{l}:{s}": v for (l, s), v in self.site_std.items()},
-                "noise": "drawn fresh at every policy forward; reference (init adapter) unperturbed",
+                "noise": ("the card's exact arithmetic at every policy forward, its error a constant to autograd "
+                          "(straight-through)" if q.card else "drawn fresh at every policy forward")
+                         + "; reference (init adapter) unperturbed",
                 "hook_calls": {f"{l}:{s}": n for (l, s), n in sorted(self.noise_calls.items())},
                 "reference_passes": self.ref_passes}
 

@@ -65,7 +65,8 @@ class AlignConfig:
     anchor_weight: float = 0.0  # weight of the KL anchor to the base model on raw text (privinf.align.anchor)
     adapter_scale: float = 1.0  # the LoRA delta times this before validation and saving (see scale_lora)
     # QuadA (privinf.align.quada): the policy forward under MVA noise, reference clean, clustering term
-    perturb: str = "mva"  # "none": no noise (with cluster_weight 0: plain DPO)
+    perturb: str = "mva"  # "none": no noise (with cluster_weight 0: plain DPO); "card": a card's exact arithmetic
+    card: str | None = None  # perturb "card": the protocol card the policy forward runs under (straight-through)
     mva: str | None = None  # e.g. "up:gaussian:0.05,down:laplace:0.03", or an MVA JSON of `privinf safety mva`
     relative: bool = False  # MVA scales multiply each (layer, site)'s clean std, measured on the init model
     mva_scale: float = 1.0  # every MVA scale times this (Table 5's LA: 1.1)

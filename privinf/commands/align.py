@@ -88,6 +88,7 @@ def align(method, model_name, init, output, time_budget, max_steps, epochs, lr, 
       privinf align --method sft --time-budget 15m --output results/align/sft
       privinf align --method dpo --init results/align/sft/adapter --output results/align/dpo
       privinf align --method quada --init smollm2-135m-safe --mva up:gaussian:0.05,down:laplace:0.03 --layers 0-3
+      privinf align --method quada --init smollm2-135m-safe --perturb card --card nexus --layers all
       privinf safety eval --weights results/align/dpo/adapter --limit 0 --benign-limit -1
     """
     import json

@@ -25,9 +25,13 @@ def quada_options(f):
         click.option("--layers", "perturb_layers", default=None,
                      help="quada: layers perturbed, e.g. 0-3, or 'all' (default: the MVA JSON's sensitive "
                           "layers, else the model card's, else 0-3)"),
-        click.option("--perturb", type=click.Choice(["mva", "none"]), default="mva", show_default=True,
+        click.option("--perturb", type=click.Choice(["mva", "card", "none"]), default="mva", show_default=True,
                      help="quada: 'none' trains without noise (plain DPO when --cluster-weight is 0: "
-                          "the +DPO row, Table 5's NA)"),
+                          "the +DPO row, Table 5's NA); 'card' runs the policy forward under --card's exact "
+                          "arithmetic instead of noise (privinf's, beyond the paper)"),
+        click.option("--card", "perturb_card", default=None,
+                     help="quada --perturb card: the protocol card (e.g. nexus, bumblebee) whose arithmetic "
+                          "the chosen layers compute during training"),
         click.option("--cluster-weight", default=None, type=float,
                      help=f"quada: lambda of the clustering term [default: {DEFAULT_CLUSTER_WEIGHT} with noise, "
                           "0 with --perturb none]"),
@@ -42,11 +46,12 @@ def quada_options(f):
 
 
 def quada_config(method: str, init, info, mva, relative, mva_scale, perturb_layers, perturb, cluster_weight,
-                 cluster_tokens="prompt") -> dict:
+                 cluster_tokens="prompt", perturb_card=None) -> dict:
     """AlignConfig keyword arguments for QuadA, checked; ``{}`` for other methods."""
     given = [name for name, v in (("--mva", mva), ("--relative", relative), ("--layers", perturb_layers),
                                   ("--cluster-weight", cluster_weight), ("--mva-scale", mva_scale != 1.0),
-                                  ("--perturb", perturb != "mva"), ("--cluster-tokens", cluster_tokens != "prompt")) if v]
+                                  ("--perturb", perturb != "mva"), ("--cluster-tokens", cluster_tokens != "prompt"),
+                                  ("--card", perturb_card)) if v]
     if method != "quada":
         if given:
             raise UsageError(f"{given[0]} applies only to --method quada, "
@@ -60,7 +65,18 @@ def quada_config(method: str, init, info, mva, relative, mva_scale, perturb_laye
     if cluster_weight is not None and not (0 <= cluster_weight < float("inf")):
         raise UsageError(f"--cluster-weight {cluster_weight:g}: must be a finite number >= 0")
     spec, rel, layers = None, False, None
-    if perturb == "mva":
+    if perturb_card and perturb != "card":
+        raise UsageError("--card applies with --perturb card")
+    if perturb == "card":
+        if not perturb_card:
+            raise UsageError("--perturb card needs --card (a protocol card, e.g. nexus)")
+        if mva or relative or mva_scale != 1.0:
+            raise UsageError("--perturb card trains under the card's arithmetic: drop --mva/--relative/--mva-scale")
+        card = validate.protocol_cards([perturb_card])[0]
+        if any(site.method == "sparsify" for site in card.sites.values()):
+            raise UsageError(f"--card {perturb_card}: a sparsifying card's thresholds are calibrated on the "
+                             "model, which training changes; choose an MPC/FHE or quantization card")
+    elif perturb == "mva":
         if not mva:
             raise UsageError("--method quada needs --mva (e.g. up:gaussian:0.05,down:laplace:0.03 or the MVA "
                              "JSON of `privinf safety mva`), or --perturb none")
@@ -77,10 +93,10 @@ def quada_config(method: str, init, info, mva, relative, mva_scale, perturb_laye
     elif info.depth is not None and max(layers) >= info.depth:
         raise UsageError(f"--mva: its sensitive layers {list(layers)} are beyond {info.name} "
                          f"({info.depth} decoder layers); give --layers")
-    weight = cluster_weight if cluster_weight is not None else (DEFAULT_CLUSTER_WEIGHT if perturb == "mva" else 0.0)
+    weight = cluster_weight if cluster_weight is not None else (DEFAULT_CLUSTER_WEIGHT if perturb != "none" else 0.0)
     return dict(perturb=perturb, mva=spec, relative=rel, mva_scale=mva_scale,
                 perturb_layers=None if layers is None else tuple(layers), cluster_weight=weight,
-                cluster_tokens=cluster_tokens)
+                cluster_tokens=cluster_tokens, card=perturb_card)
 
 
 def default_layers(info) -> tuple[int, ...]:

@@ -12,6 +12,11 @@ Modes:
   with the fitted scales).
 - ``gaussian`` / ``laplace``: add N(0, scale^2) or Lap(0, scale) noise at the chosen sites.
 
+``exact`` with ``straight_through=True`` is for training under a card (``privinf align --method
+quada --perturb card``): every hooked value is the card's, but the backward pass sees the card's
+error as a constant added to the unperturbed value (``out + (card - out).detach()``), the way
+QuadA treats noise; the card's NumPy arithmetic has no gradient of its own.
+
 Hooks are registered on enter and removed in ``finally``; no ``forward`` is replaced. Every tensor
 the hooks create lives on the hooked activation's device, so models split with
 ``device_map="auto"`` work unchanged.
@@ -46,6 +51,7 @@ class EmulatorHandle:
     noise: dict[tuple[int, str], tuple[str, float]] = field(default_factory=dict)  # (layer, site) -> (family, scale)
     calls: int = 0
     calls_by_site: Counter = field(default_factory=Counter)  # (layer, site) -> hook invocations
+    straight_through: bool = False  # exact mode: the card's values forward, the clean value's gradient back
 
     def _fired(self, layer: int, site: str) -> None:
         self.calls += 1
@@ -119,13 +125,15 @@ class _NormView:
 def emulate(model, mode: str, *, card: str | ProtocolCard | None = None, profile=None,
             scale: float | Mapping[str, float] | None = None, sites=SITES, layers=None, seed: int = 0,
             relative_to: Mapping[tuple[int, str], float] | None = None,
-            calibration: Mapping[tuple[int, str], float] | None = None):
+            calibration: Mapping[tuple[int, str], float] | None = None, straight_through: bool = False):
     """Attach a card / profile / noise to ``model`` for the duration of the ``with`` block.
 
     ``layers``: decoder layer indices (default all). ``scale``: a number, or {"up": s, "down": s}.
     ``relative_to``: {(layer, site): std} (see :func:`measure_site_std`); the noise scale at each
     (layer, site) becomes ``scale * std``. ``calibration``: {(layer, site): threshold} for
-    sparsity cards (see :func:`calibrate_card`). Yields an :class:`EmulatorHandle`.
+    sparsity cards (see :func:`calibrate_card`). ``straight_through`` (exact mode): the card's values
+    forward, its error a constant backward (for training under the card; see the module docstring).
+    Yields an :class:`EmulatorHandle`.
 
     Example::
 
@@ -139,7 +147,9 @@ def emulate(model, mode: str, *, card: str | ProtocolCard | None = None, profile
         if s not in SITES:
             raise ValueError(f"unknown site {s!r}; sites are {', '.join(SITES)}")
     spec, mods = resolve(model, layers)
-    handle = EmulatorHandle(mode=mode, layers=[m.layer for m in mods], sites=sites)
+    if straight_through and mode != "exact":
+        raise ValueError("straight_through applies to mode 'exact' (noise is already a constant to autograd)")
+    handle = EmulatorHandle(mode=mode, layers=[m.layer for m in mods], sites=sites, straight_through=straight_through)
     handles = []
     try:
         if mode == "exact":
@@ -229,6 +239,8 @@ def _exact_hooks(spec, m: LayerModules, handle: EmulatorHandle, ops: CardOps, si
     fixed = card.fraction_bits is not None
     fast = FastOps(ops)
     fp = fast.fp
+    keep = _straight_through if handle.straight_through else (lambda new, _old: new)
+    plain = torch.Tensor.detach if handle.straight_through else (lambda t: t)  # the card's input, no graph
     up_changes = card.rsqrt.method != "exact" or fixed or card.sites["up"].method != "none"
     if "up" in sites and up_changes:
         handles.append(_norm_hook(spec, m, handle, fast))
@@ -244,25 +256,30 @@ def _exact_hooks(spec, m: LayerModules, handle: EmulatorHandle, ops: CardOps, si
     if fixed:  # round the projections feeding the activation (dense MLPs only; MoE kernels hide them)
         for proj in (m.up,) if fold_gate else (m.gate, m.up):
             if proj is not None:
-                handles.append(proj.register_forward_hook(lambda _m, _a, out: fp(out)))
+                handles.append(proj.register_forward_hook(lambda _m, _a, out: keep(fp(plain(out)), out)))
     if approx_act and not moe_site:
         pre = fp if fold_gate else (lambda t: t)
         handles.append(m.act.register_forward_hook(
-            lambda _m, args, out: fast.act(pre(args[0].float())).to(out.dtype)))
+            lambda _m, args, out: keep(fast.act(pre(plain(args[0]).float())).to(out.dtype), out)))
 
     def down_fn(h: torch.Tensor) -> torch.Tensor:
         handle._fired(layer, "down")
-        return ops.site("down", fp(h.float())).to(h.dtype)
+        return keep(ops.site("down", fp(plain(h).float())).to(h.dtype), h)
 
     if moe_site:
         def moe_act(_m, args, out):
             if approx_act:
-                out = fast.act(args[0].float()).to(out.dtype)
+                out = keep(fast.act(plain(args[0]).float()).to(out.dtype), out)
             return down_fn(out)
         handles.append(m.act.register_forward_hook(moe_act))
     else:
         handles.append(hook_site(spec, m, "down", down_fn))
     return handles
+
+
+def _straight_through(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new``'s values, ``old``'s gradient: the card's error enters autograd as a constant."""
+    return old + (new - old).detach()
 
 
 def _norm_hook(spec, m: LayerModules, handle: EmulatorHandle, ops: FastOps):
@@ -272,11 +289,13 @@ def _norm_hook(spec, m: LayerModules, handle: EmulatorHandle, ops: FastOps):
 
     def hook(mod, args, out):
         handle._fired(layer, "up")
+        x = args[0].detach() if handle.straight_through else args[0]
         if recompute:
             view = _NormView.of(mod, spec.norm_kind, spec.norm_offset)
-            n = ops.norm(view, args[0].float())  # fp(view.norm(fp(x), ops)), (B, T, C)
+            n = ops.norm(view, x.float())  # fp(view.norm(fp(x), ops)), (B, T, C)
         else:
-            n = out.float()
-        return ops.site("up", n).to(out.dtype)
+            n = (out.detach() if handle.straight_through else out).float()
+        new = ops.site("up", n).to(out.dtype)
+        return _straight_through(new, out) if handle.straight_through else new
 
     return m.norm.register_forward_hook(hook)
