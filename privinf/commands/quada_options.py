@@ -33,7 +33,7 @@ def quada_options(f):
                      help="quada --perturb card: the protocol card (e.g. nexus, bumblebee) whose arithmetic "
                           "the chosen layers compute during training"),
         click.option("--cluster-weight", default=None, type=float,
-                     help=f"quada: lambda of the clustering term [default: {DEFAULT_CLUSTER_WEIGHT} with noise, "
+                     help=f"quada: lambda of the clustering term [default: {DEFAULT_CLUSTER_WEIGHT} with noise or a card, "
                           "0 with --perturb none]"),
         click.option("--cluster-tokens", type=click.Choice(["prompt", "content"]), default="prompt", show_default=True,
                      help="quada: the tokens the clustering term averages layer 0's output over: the whole prompt "
