@@ -239,8 +239,7 @@ def _exact_hooks(spec, m: LayerModules, handle: EmulatorHandle, ops: CardOps, si
     fixed = card.fraction_bits is not None
     fast = FastOps(ops)
     fp = fast.fp
-    keep = _straight_through if handle.straight_through else (lambda new, _old: new)
-    plain = torch.Tensor.detach if handle.straight_through else (lambda t: t)  # the card's input, no graph
+    keep, plain = _gradient_rule(handle)
     up_changes = card.rsqrt.method != "exact" or fixed or card.sites["up"].method != "none"
     if "up" in sites and up_changes:
         handles.append(_norm_hook(spec, m, handle, fast))
@@ -282,20 +281,28 @@ def _straight_through(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return old + (new - old).detach()
 
 
+def _gradient_rule(handle: EmulatorHandle):
+    """``(keep, plain)`` for the exact-mode hooks: ``keep(new, old)`` is the value a hook returns and
+    ``plain(t)`` the input the card computes on (both identities unless ``straight_through``)."""
+    if handle.straight_through:
+        return _straight_through, torch.Tensor.detach  # the card's input carries no graph
+    return (lambda new, _old: new), (lambda t: t)
+
+
 def _norm_hook(spec, m: LayerModules, handle: EmulatorHandle, ops: FastOps):
     """Site ``up``: recompute the norm with the card's rsqrt and fixed point, then its site transform."""
     card, layer = ops.card, m.layer
     recompute = card.rsqrt.method != "exact" or card.fraction_bits is not None
 
+    keep, plain = _gradient_rule(handle)
+
     def hook(mod, args, out):
         handle._fired(layer, "up")
-        x = args[0].detach() if handle.straight_through else args[0]
         if recompute:
             view = _NormView.of(mod, spec.norm_kind, spec.norm_offset)
-            n = ops.norm(view, x.float())  # fp(view.norm(fp(x), ops)), (B, T, C)
+            n = ops.norm(view, plain(args[0]).float())  # fp(view.norm(fp(x), ops)), (B, T, C)
         else:
-            n = (out.detach() if handle.straight_through else out).float()
-        new = ops.site("up", n).to(out.dtype)
-        return _straight_through(new, out) if handle.straight_through else new
+            n = plain(out).float()
+        return keep(ops.site("up", n).to(out.dtype), out)
 
     return m.norm.register_forward_hook(hook)
